@@ -1,0 +1,168 @@
+"""Pydantic schema of config.yml: every section, its types, ranges and allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class PathsConfig(Section):
+    images_dataframe_path: Path
+    trained_model_path: Path
+    vectors_path: Path
+    ann_index_path: Path
+    image_cache_path: Path = Path("image_cache")
+
+
+class DataframeConfig(Section):
+    path_field: str = Field(min_length=1)
+    id_field: str = Field(default="id", min_length=1)
+    name_field: str = Field(default="name", min_length=1)
+    label_fields: list[str] = Field(default_factory=list)
+    product_url_field: str | None = None
+
+
+class ModelConfig(Section):
+    backbone: str = "resnet18"
+    layer_to_get_input: str = "heads"
+    input_size: int = Field(default=64, ge=16, le=1024)
+    batch_size: int = Field(default=128, ge=1, le=4096)
+    embedding_dim: int = Field(default=0, ge=0, le=8192)
+    head_type: Literal["linear", "cosine"] = "cosine"
+    pretrained_weights: Path | None = None
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    num_workers: int = Field(default=2, ge=0, le=64)
+    num_threads: int = Field(default=0, ge=0, le=256)
+
+
+class TaskConfig(Section):
+    column: str = Field(min_length=1)
+    min_count: int = Field(default=10, ge=1)
+    weight: float = Field(default=1.0, gt=0)
+    rare: Literal["merge", "drop"] = "merge"
+
+
+class TrainingConfig(Section):
+    tasks: list[TaskConfig] = Field(min_length=1)
+    epochs: int = Field(default=16, ge=1, le=1000)
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    weight_decay: float = Field(default=0.05, ge=0, le=10)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    seed: int = 0
+    augment: bool = True
+
+    @model_validator(mode="after")
+    def _unique_task_columns(self) -> TrainingConfig:
+        columns = [task.column for task in self.tasks]
+        duplicates = sorted({c for c in columns if columns.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"task columns must be unique, repeated: {', '.join(duplicates)}")
+        return self
+
+
+class InitTimeConfig(Section):
+    method: Literal["hnsw"] = "hnsw"
+    space: Literal["cosinesimil", "l2"] = "cosinesimil"
+
+
+class IndexTimeConfig(Section):
+    M: int = Field(default=16, ge=2, le=256)
+    efConstruction: int = Field(default=200, ge=1, le=10000)
+    indexThreadQty: int = Field(default=2, ge=1, le=256)
+    post: int = Field(default=0, ge=0, le=2)
+
+
+class QueryTimeConfig(Section):
+    efSearch: int = Field(default=100, ge=1, le=100000)
+
+
+class AnnIndexConfig(Section):
+    init_time: InitTimeConfig = Field(default_factory=InitTimeConfig)
+    index_time: IndexTimeConfig = Field(default_factory=IndexTimeConfig)
+    query_time: QueryTimeConfig = Field(default_factory=QueryTimeConfig)
+    k: int = Field(default=10, ge=1, le=1000)
+
+
+class DownloadConfig(Section):
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    read_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    total_deadline_s: float = Field(default=20.0, gt=0, le=600)
+    max_bytes: int = Field(default=20_000_000, ge=1024)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    max_pixels: int = Field(default=40_000_000, ge=1024)
+    retries: int = Field(default=2, ge=0, le=10)
+    concurrency: int = Field(default=8, ge=1, le=128)
+    allow_private_networks: list[str] = Field(default_factory=list)
+    user_agent: str = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126.0 Safari/537.36 visual-search/1.0"
+    )
+
+
+class BandsConfig(Section):
+    near_duplicate: float = Field(default=0.02, ge=0)
+    similar: float = Field(default=0.25, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandsConfig:
+        if self.similar < self.near_duplicate:
+            raise ValueError("similar must be >= near_duplicate")
+        return self
+
+
+class UiConfig(Section):
+    title: str = "Visual similarity search"
+    filter_fields: list[str] = Field(default_factory=list)
+    bands: BandsConfig = Field(default_factory=BandsConfig)
+    gallery_size: int = Field(default=12, ge=0, le=200)
+    max_k: int = Field(default=50, ge=1, le=500)
+
+
+class EvaluationConfig(Section):
+    k: int = Field(default=5, ge=1, le=100)
+    max_queries: int = Field(default=2000, ge=1)
+    seed: int = 0
+
+
+class AppConfig(Section):
+    """The whole config.yml. `config_dir` is where relative paths were resolved from."""
+
+    paths: PathsConfig
+    dataframe: DataframeConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig
+    backend: Literal["nmslib", "exact"] = "nmslib"
+    ann_index: AnnIndexConfig = Field(default_factory=AnnIndexConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> AppConfig:
+        labels = set(self.dataframe.label_fields)
+        missing = [t.column for t in self.training.tasks if t.column not in labels]
+        if missing:
+            raise ValueError(
+                f"training.tasks: columns {missing} must also be listed in dataframe.label_fields"
+            )
+        bad_filters = [f for f in self.ui.filter_fields if f not in labels]
+        if bad_filters:
+            raise ValueError(
+                f"ui.filter_fields: {bad_filters} must be listed in dataframe.label_fields"
+            )
+        return self
+
+    @property
+    def task_columns(self) -> list[str]:
+        return [task.column for task in self.training.tasks]

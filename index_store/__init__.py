@@ -1,0 +1,1 @@
+"""Vectors to neighbours: backend interface, nmslib HNSW and exact backends, artifacts, evaluation."""

@@ -1,0 +1,1 @@
+"""Images to vectors: catalog loading, safe fetching, the multitask model, training and encoding."""
