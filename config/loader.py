@@ -60,8 +60,8 @@ def _resolve_paths(config: AppConfig, base: Path) -> None:
         if not value.is_absolute():
             setattr(config.paths, key, (base / value).resolve())
     weights = config.model.pretrained_weights
-    if weights is not None and not weights.is_absolute():
-        config.model.pretrained_weights = (base / weights).resolve()
+    if weights not in (None, "imagenet") and not Path(weights).is_absolute():
+        config.model.pretrained_weights = str((base / weights).resolve())
 
 
 def _format_errors(error: ValidationError, config_path: Path) -> str:

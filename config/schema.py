@@ -37,7 +37,7 @@ class ModelConfig(Section):
     batch_size: int = Field(default=128, ge=1, le=4096)
     embedding_dim: int = Field(default=0, ge=0, le=8192)
     head_type: Literal["linear", "cosine"] = "cosine"
-    pretrained_weights: Path | None = None
+    pretrained_weights: str | None = None
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     num_workers: int = Field(default=2, ge=0, le=64)
     num_threads: int = Field(default=0, ge=0, le=256)
@@ -60,6 +60,7 @@ class TrainingConfig(Section):
     test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
     augment: bool = True
+    variant_strip_columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_task_columns(self) -> TrainingConfig:

@@ -1,0 +1,39 @@
+"""Device and numeric precision: CUDA when present, bf16 autocast only where the hardware has it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 matrix work is native: recent GPUs, or CPUs with AVX-512 BF16 / AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`auto` becomes bf16 where supported, else fp32; an explicit bf16 on other CPUs is kept."""
+    if requested == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return requested
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_threads(num_threads: int) -> None:
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)

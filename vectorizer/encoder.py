@@ -1,0 +1,97 @@
+"""Load a checkpoint and embed images: L2-normalised vectors plus each task's top predictions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from config import AppConfig
+from vectorizer.checkpoint import check_config_matches, file_checksum, load_checkpoint
+from vectorizer.dataset import iterate_batches
+from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
+from vectorizer.model import MultiTaskNet, VectorHook
+from vectorizer.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+Prediction = dict[str, list[tuple[str, float]]]
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray          # [n, dim] float32, unit length
+    predictions: list[Prediction]
+
+
+class Encoder:
+    """The model in eval mode with its preprocessing; safe to share between threads."""
+
+    def __init__(self, model: MultiTaskNet, meta: dict, checksum: str, precision: str = "auto",
+                 device: torch.device | None = None) -> None:
+        self.device = device or pick_device()
+        self.precision = resolve_precision(precision, self.device)
+        self.meta, self.checksum = meta, checksum
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.classes: dict[str, list[str]] = meta["tasks"]
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.hook = VectorHook(self.model, meta["layer_to_get_input"])
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: AppConfig) -> Encoder:
+        path = Path(config.paths.trained_model_path)
+        model, meta = load_checkpoint(path)
+        check_config_matches(config, meta, path)
+        set_threads(config.model.num_threads)
+        return cls(model, meta, file_checksum(path), config.model.precision)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta.get("vector_dim") or 0)
+
+    def forward(self, images: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """uint8 [n, 3, s, s] → (unit vectors [n, d], class probabilities per task)."""
+        batch = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with self._lock, torch.inference_mode(), autocast(self.device, self.precision):
+            logits = self.model(batch)
+            vectors = torch.nn.functional.normalize(self.hook.vector.float(), dim=1)
+        probabilities = {task: torch.softmax(value.float(), dim=1).cpu().numpy()
+                         for task, value in logits.items()}
+        return vectors.cpu().numpy().astype(np.float32), probabilities
+
+    def embed_images(self, images: list[Image.Image], top: int = 3) -> Embedded:
+        batch = torch.stack([self.preprocess(image) for image in images])
+        vectors, probabilities = self.forward(batch)
+        return Embedded(vectors, self.top_predictions(probabilities, top))
+
+    def top_predictions(self, probabilities: dict[str, np.ndarray], top: int) -> list[Prediction]:
+        count = len(next(iter(probabilities.values()))) if probabilities else 0
+        predictions: list[Prediction] = [{} for _ in range(count)]
+        for task, matrix in probabilities.items():
+            for row, scores in enumerate(matrix):
+                best = np.argsort(-scores)[:top]
+                predictions[row][task] = [(self.classes[task][i], float(scores[i])) for i in best]
+        return predictions
+
+    def embed_paths(self, paths: list[str], *, batch_size: int, workers: int, max_pixels: int,
+                    progress: str | None = None) -> tuple[np.ndarray, list[str]]:
+        """Vectors for image files in order; a failed image gets a NaN row and its reason."""
+        vectors: np.ndarray | None = None
+        reasons = [""] * len(paths)
+        for images, indices, batch_reasons in iterate_batches(
+                paths, self.preprocess, batch_size=batch_size, workers=workers,
+                max_pixels=max_pixels, progress=progress):
+            batch_vectors, _ = self.forward(images)
+            if vectors is None:
+                vectors = np.full((len(paths), batch_vectors.shape[1]), np.nan, np.float32)
+            for position, (index, reason) in enumerate(zip(indices, batch_reasons, strict=True)):
+                reasons[index] = reason
+                if not reason:
+                    vectors[index] = batch_vectors[position]
+        return (vectors if vectors is not None else np.zeros((0, 0), np.float32)), reasons

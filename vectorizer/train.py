@@ -1,0 +1,287 @@
+"""Train the multitask classifier: `python -m vectorizer.train --config CFG [--epochs N] [--limit N]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as functional
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+
+from config import AppConfig, ConfigError, load_config
+from vectorizer.augment import augment
+from vectorizer.catalog import CatalogError, load_catalog
+from vectorizer.checkpoint import CheckpointError, save_checkpoint
+from vectorizer.dataset import load_all
+from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
+from vectorizer.catalog import localize_images
+from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
+from vectorizer.model import ModelError, MultiTaskNet, load_pretrained_backbone
+from vectorizer.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+
+def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
+    """What a checkpoint must match to be reused for this config: catalog, tasks, architecture."""
+    return {
+        "catalog_checksum": catalog_checksum(items, config.task_columns),
+        "tasks": [task.model_dump() for task in config.training.tasks],
+        "backbone": config.model.backbone,
+        "input_size": config.model.input_size,
+        "embedding_dim": config.model.embedding_dim,
+        "head_type": config.model.head_type,
+    }
+
+
+def stored_identity(path: Path) -> dict | None:
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+    except Exception:  # noqa: BLE001 - unreadable means "not reusable"
+        return None
+    return meta.get("identity")
+
+
+class Trainer:
+    """Holds the data, the model and the optimiser for one training run."""
+
+    def __init__(self, config: AppConfig, items: pd.DataFrame, epochs: int, progress: bool):
+        self.config, self.items, self.epochs, self.progress = config, items, epochs, progress
+        training = config.training
+        self.device = pick_device()
+        self.precision = resolve_precision(config.model.precision, self.device)
+        torch.manual_seed(training.seed)
+        self.generator = torch.Generator().manual_seed(training.seed)
+        self.classes, self.rare_report = class_lists(items, training.tasks)
+        self.targets = torch.from_numpy(encode_labels(items, self.classes))
+        self.split = split_ids(items, training)
+        self.preprocess = Preprocess(config.model.input_size)
+        self.images, self.failed = self.load_images()
+        self.train_rows = self.rows_of("train")
+        self.val_rows = self.rows_of("val")
+        self.weights = [task.weight for task in training.tasks]
+        self.model = MultiTaskNet(config.model.backbone, {t: len(c) for t, c in self.classes.items()},
+                                  config.model.embedding_dim, config.model.head_type,
+                                  self.preprocess.mean, self.preprocess.std)
+        self.init_note = load_pretrained_backbone(self.model, config.model.backbone,
+                                                  config.model.pretrained_weights)
+        self.model.to(self.device, memory_format=torch.channels_last)
+        self.steps_per_epoch = max(1, len(self.train_rows) // config.model.batch_size)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=training.lr,
+                                           weight_decay=training.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=training.lr, total_steps=self.steps_per_epoch * epochs,
+            pct_start=0.2)
+
+    def load_images(self) -> tuple[torch.Tensor, dict[str, str]]:
+        paths, reasons = localize_images(self.items, self.config)
+        tensor, decode_reasons = load_all(
+            paths, self.preprocess, batch_size=256, workers=self.config.model.num_workers,
+            max_pixels=self.config.download.max_pixels,
+            progress="decode images" if self.progress else None)
+        failed = {item_id: reason or decode_reason for item_id, reason, decode_reason
+                  in zip(self.items["id"], reasons, decode_reasons, strict=True)
+                  if reason or decode_reason}
+        if failed:
+            log.warning("%d images skipped (unreadable); e.g. %s", len(failed),
+                        next(iter(failed.items())))
+        return tensor, failed
+
+    def rows_of(self, part: str) -> torch.Tensor:
+        wanted = set(self.split[part]) - set(self.failed)
+        return torch.tensor([row for row, item_id in enumerate(self.items["id"])
+                             if item_id in wanted], dtype=torch.long)
+
+    def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros((), device=self.device)
+        for column, (task, weight) in enumerate(zip(self.classes, self.weights, strict=True)):
+            target = targets[:, column]
+            if (target >= 0).any():
+                total = total + weight * functional.cross_entropy(
+                    logits[task].float(), target, ignore_index=-1,
+                    label_smoothing=self.config.training.label_smoothing)
+        return total
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        batch_size = self.config.model.batch_size
+        order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.generator)]
+        losses = []
+        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}",
+                   disable=not self.progress, unit="batch")
+        for step in bar:
+            rows = order[step * batch_size:(step + 1) * batch_size]
+            images = self.images[rows]
+            if self.config.training.augment:
+                images = augment(images, self.generator)
+            images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.precision):
+                loss = self.loss(self.model(images), self.targets[rows].to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        return float(np.mean(losses)) if losses else math.nan
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, dict[str, float]]:
+        self.model.eval()
+        predictions = {task: [] for task in self.classes}
+        for start in range(0, len(self.val_rows), 512):
+            rows = self.val_rows[start:start + 512]
+            images = self.images[rows].to(self.device).contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.precision):
+                logits = self.model(images)
+            for task in self.classes:
+                predictions[task].append(logits[task].float().argmax(1).cpu())
+        return {task: task_scores(torch.cat(predictions[task]) if predictions[task] else
+                                  torch.zeros(0, dtype=torch.long), self.targets[self.val_rows, i])
+                for i, task in enumerate(self.classes)}
+
+    def meta(self, history: list[dict]) -> dict:
+        return {
+            "backbone": self.config.model.backbone,
+            "preprocess": self.preprocess.to_dict(),
+            "embedding_dim": self.config.model.embedding_dim,
+            "head_type": self.config.model.head_type,
+            "layer_to_get_input": self.config.model.layer_to_get_input,
+            "tasks": self.classes,
+            "rare_classes": self.rare_report,
+            "training": self.config.training.model_dump(),
+            "init": self.init_note,
+            "precision": self.precision,
+            "split": {**self.split, "strategy": split_strategy(self.config)},
+            "skipped_images": self.failed,
+            "history": history,
+            "metrics": history[-1] if history else {},
+            "catalog_checksum": catalog_checksum(self.items, self.config.task_columns),
+            "identity": model_identity(self.config, self.items),
+        }
+
+
+def split_strategy(config: AppConfig) -> str:
+    columns = config.training.variant_strip_columns
+    if columns:
+        return (f"grouped by design: names with their {', '.join(columns)} words removed; "
+                "variants of one design fall in the same part")
+    return "by product id (variants of one design may straddle parts)"
+
+
+def task_scores(predicted: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    known = target >= 0
+    if not known.any():
+        return {"accuracy": math.nan, "macro_f1": math.nan}
+    predicted, target = predicted[known].numpy(), target[known].numpy()
+    return {"accuracy": float((predicted == target).mean()),
+            "macro_f1": float(f1_score(target, predicted, average="macro", zero_division=0))}
+
+
+def mean_accuracy(scores: dict[str, dict[str, float]]) -> float:
+    values = [s["accuracy"] for s in scores.values() if not math.isnan(s["accuracy"])]
+    return float(np.mean(values)) if values else 0.0
+
+
+def resume_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".resume")
+
+
+def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = None,
+          fresh: bool = False, progress: bool = True) -> dict:
+    """Train, keep the best checkpoint by mean validation accuracy, and return its meta."""
+    set_threads(config.model.num_threads)
+    items = load_catalog(config)
+    if limit:
+        items = items.sample(n=min(limit, len(items)), random_state=config.training.seed)
+        items = items.sort_index().reset_index(drop=True)
+    epochs = epochs or config.training.epochs
+    trainer = Trainer(config, items, epochs, progress)
+    model_path = Path(config.paths.trained_model_path)
+    state = load_resume(resume_path(model_path), trainer) if not fresh else None
+    start, history, best = (state["epoch"], state["history"], state["best"]) if state else (0, [], -1)
+    for epoch in range(start, epochs):
+        began = time.perf_counter()
+        train_loss = trainer.train_epoch(epoch)
+        scores = trainer.validate()
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "val": scores,
+                  "seconds": round(time.perf_counter() - began, 1)}
+        history.append(record)
+        log.info("epoch %d: loss %.3f, val %s", epoch + 1, train_loss, format_scores(scores))
+        if mean_accuracy(scores) > best:
+            best = mean_accuracy(scores)
+            save_checkpoint(model_path, trainer.model, {**trainer.meta(history), "best": record})
+        save_resume(resume_path(model_path), trainer, epoch + 1, history, best)
+    resume_path(model_path).unlink(missing_ok=True)
+    return trainer.meta(history)
+
+
+def format_scores(scores: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{task} acc {s['accuracy']:.3f} f1 {s['macro_f1']:.3f}"
+                     for task, s in scores.items())
+
+
+def save_resume(path: Path, trainer: Trainer, epoch: int, history: list, best: float) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save({"identity": model_identity(trainer.config, trainer.items), "epoch": epoch,
+                "epochs": trainer.epochs, "history": history, "best": best,
+                "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                "generator": trainer.generator.get_state()}, temporary)
+    temporary.replace(path)
+
+
+def load_resume(path: Path, trainer: Trainer) -> dict | None:
+    """Continue an interrupted run of the same config and catalog; anything else starts afresh."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if (state.get("identity") != model_identity(trainer.config, trainer.items)
+            or state.get("epochs") != trainer.epochs):
+        log.info("ignoring %s: it belongs to another config or catalog", path)
+        return None
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.generator.set_state(state["generator"])
+    for _ in range(state["epoch"] * trainer.steps_per_epoch):
+        trainer.scheduler.step()
+    log.info("resuming from epoch %d (%s)", state["epoch"] + 1, path)
+    return state
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vectorizer.train", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    parser.add_argument("--limit", type=int, default=None, help="train on N sampled items")
+    parser.add_argument("--fresh", action="store_true", help="ignore an interrupted run")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="skip when the checkpoint already fits this catalog and tasks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        config = load_config(args.config)
+        model_path = Path(config.paths.trained_model_path)
+        if args.if_missing and model_path.is_file():
+            identity = model_identity(config, load_catalog(config))
+            if stored_identity(model_path) == identity:
+                print(f"model up to date: {model_path}")
+                return 0
+            print(f"{model_path} was trained for another catalog or tasks: retraining")
+        meta = train(config, epochs=args.epochs, limit=args.limit, fresh=args.fresh)
+    except (ConfigError, CatalogError, CheckpointError, ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"saved {config.paths.trained_model_path}: best epoch {meta['history'] and max(meta['history'], key=lambda r: mean_accuracy(r['val']))['epoch']}, {format_scores(meta['metrics'].get('val', {}))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
