@@ -111,6 +111,7 @@ class DownloadConfig(Section):
 
 
 class BandsConfig(Section):
+    same_product: float = Field(default=0.002, ge=0)
     near_duplicate: float = Field(default=0.02, ge=0)
     similar: float = Field(default=0.25, ge=0)
 

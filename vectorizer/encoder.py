@@ -79,6 +79,16 @@ class Encoder:
                 predictions[row][task] = [(self.classes[task][i], float(scores[i])) for i in best]
         return predictions
 
+    def predict_from_vector(self, vector: np.ndarray, top: int = 3) -> Prediction:
+        """Top classes from a stored vector: the heads take the vector as their input."""
+        if self.meta["layer_to_get_input"] != "heads" or self.meta["head_type"] != "cosine":
+            return {}
+        with self._lock, torch.inference_mode():
+            logits = self.model.heads(torch.from_numpy(np.asarray(vector, np.float32))[None])
+        probabilities = {task: torch.softmax(value.float(), dim=1).numpy()
+                         for task, value in logits.items()}
+        return self.top_predictions(probabilities, top)[0]
+
     def embed_paths(self, paths: list[str], *, batch_size: int, workers: int, max_pixels: int,
                     progress: str | None = None) -> tuple[np.ndarray, list[str]]:
         """Vectors for image files in order; a failed image gets a NaN row and its reason."""

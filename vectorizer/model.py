@@ -74,6 +74,9 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     parent_name, _, attribute = classifier_name.rpartition(".")
     parent = network.get_submodule(parent_name) if parent_name else network
     setattr(parent, attribute, nn.Identity())
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1  # some models use 0.01, too slow for short from-scratch runs
     return network, classifier.in_features
 
 

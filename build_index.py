@@ -1,0 +1,271 @@
+"""Offline pipeline: catalog → vectors (cached) → index → evaluation → atomic save. `python build_index.py --config CFG`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from config import AppConfig, ConfigError, load_config
+from index_store.base import IndexStoreError, exact_distances
+from index_store.evaluate import latency_summary, recall_at_k, retrieval_metrics
+from index_store.store import IndexStore, current_version
+from index_store.vector_cache import VectorCache
+from search import index_fingerprint
+from vectorizer.catalog import CatalogError, load_catalog, localize_images
+from vectorizer.checkpoint import CheckpointError
+from vectorizer.encoder import Encoder
+
+log = logging.getLogger("build_index")
+
+
+class StepTimer:
+    """Wall-clock seconds per named pipeline step, printed as they finish."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.seconds: dict[str, float] = {}
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        began = time.perf_counter()
+        if not self.quiet:
+            print(f"→ {name} …", flush=True)
+        yield
+        self.seconds[name] = round(time.perf_counter() - began, 3)
+
+
+def content_keys(paths: list[str], reasons: list[str]) -> list[str]:
+    """sha256 of each image file's bytes ('' where the file is missing or unreadable)."""
+    keys = []
+    for index, path in enumerate(paths):
+        if reasons[index]:
+            keys.append("")
+            continue
+        try:
+            keys.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        except OSError as error:
+            reasons[index] = f"cannot read file: {error.strerror or error}"
+            keys.append("")
+    return keys
+
+
+def vectorize(config: AppConfig, encoder: Encoder, paths: list[str], keys: list[str],
+              reasons: list[str], rebuild: bool, quiet: bool) -> tuple[np.ndarray, int]:
+    """Vectors for every row (NaN where skipped), computing only what the cache lacks."""
+    cache = VectorCache(Path(config.paths.vectors_path), encoder.checksum)
+    wanted = [row for row, key in enumerate(keys) if key]
+    found, cached = cache.lookup([keys[row] for row in wanted])
+    if rebuild:
+        found[:] = False
+    missing = [row for row, hit in zip(wanted, found, strict=True) if not hit]
+    computed, new_reasons = encoder.embed_paths(
+        [paths[row] for row in missing], batch_size=config.model.batch_size,
+        workers=config.model.num_workers, max_pixels=config.download.max_pixels,
+        progress=None if quiet else "vectorize")
+    dim = cached.shape[1] if found.any() else computed.shape[1]
+    vectors = np.full((len(paths), dim), np.nan, dtype=np.float32)
+    hits = [row for row, hit in zip(wanted, found, strict=True) if hit]
+    if hits:
+        vectors[hits] = cached[found]
+    good = [(row, position) for position, row in enumerate(missing) if not new_reasons[position]]
+    for position, row in enumerate(missing):
+        reasons[row] = new_reasons[position]
+    if good:
+        vectors[[row for row, _ in good]] = computed[[position for _, position in good]]
+        cache.add([keys[row] for row, _ in good], computed[[position for _, position in good]])
+        cache.save()
+    return vectors, len(missing)
+
+
+def write_skipped(items: pd.DataFrame, reasons: list[str], path: Path) -> pd.DataFrame:
+    skipped = items.loc[[bool(r) for r in reasons], ["id", "image_path"]].copy()
+    skipped["reason"] = [r for r in reasons if r]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    skipped.to_csv(path, index=False)
+    return skipped
+
+
+def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> dict:
+    """Run every step and return the summary (also written into manifest.json)."""
+    timer = StepTimer(quiet)
+    with timer.step("load catalog"):
+        items = load_catalog(config)
+    with timer.step("fetch images"):
+        paths, reasons = localize_images(items, config)
+    with timer.step("load model"):
+        encoder = Encoder.from_config(config)
+    with timer.step("hash images"):
+        keys = content_keys(paths, reasons)
+    with timer.step("vectorize"):
+        vectors, computed = vectorize(config, encoder, paths, keys, reasons, rebuild, quiet)
+    root = Path(config.paths.ann_index_path)
+    skipped = write_skipped(items, reasons, root / "skipped.csv")
+    keep = np.array([not r for r in reasons])
+    if not keep.any():
+        raise CatalogError("no catalog image could be read; see " + str(root / "skipped.csv"))
+    items_kept = items[keep].drop(columns=["image_ref"]).reset_index(drop=True)
+    items_kept["image_file"] = [p for p, k in zip(paths, keep, strict=True) if k]
+    vectors_kept = np.ascontiguousarray(vectors[keep])
+    with timer.step("build index"):
+        store = IndexStore.build(vectors_kept, items_kept, backend=config.backend,
+                                 space=config.ann_index.init_time.space,
+                                 index_params=config.ann_index.index_time.model_dump(),
+                                 query_params=config.ann_index.query_time.model_dump(),
+                                 manifest={"fingerprint": index_fingerprint(config, encoder)})
+    with timer.step("evaluate"):
+        metrics = evaluate_index(store, encoder.meta, config)
+    summary = {
+        "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
+        "items_skipped": len(skipped), "skipped_reasons": skipped["reason"].value_counts().to_dict(),
+        "vectors_computed": computed, "vectors_from_cache": int(keep.sum()) - computed,
+        "metrics": metrics,
+    }
+    with timer.step("save"):
+        store.manifest.update(make_manifest(config, encoder, summary, timer.seconds))
+        version_dir = store.save(root)
+    summary.update(version=version_dir.name, step_seconds=timer.seconds,
+                   index_bytes=folder_size(version_dir), skipped_file=str(root / "skipped.csv"))
+    return summary
+
+
+def evaluation_queries(store: IndexStore, meta: dict, config: AppConfig) -> tuple[np.ndarray, str]:
+    """Held-out test products of the model, else a seeded leave-one-out sample of the catalog."""
+    ids = store.items["id"]
+    test_ids = set(meta.get("split", {}).get("test", []))
+    rows = np.flatnonzero(ids.isin(test_ids).to_numpy())
+    source = "held-out test split of the model"
+    if len(rows) == 0:
+        rows, source = np.arange(len(ids)), "leave-one-out sample of the catalog"
+    if len(rows) > config.evaluation.max_queries:
+        rng = np.random.default_rng(config.evaluation.seed)
+        rows = np.sort(rng.choice(rows, config.evaluation.max_queries, replace=False))
+    return rows, source
+
+
+def neighbours_without_self(found_rows: np.ndarray, own_row: int, k: int) -> np.ndarray:
+    kept = [row for row in found_rows.tolist() if row != own_row][:k]
+    return np.array(kept + [-1] * (k - len(kept)), dtype=np.int64)
+
+
+def evaluate_index(store: IndexStore, meta: dict, config: AppConfig) -> dict:
+    """mAP@k and P@k per task (and class) through the index, recall against exact, latency."""
+    rows, source = evaluation_queries(store, meta, config)
+    k, recall_k = config.evaluation.k, max(config.ann_index.k, 10)
+    depth = max(k, recall_k)
+    space = config.ann_index.init_time.space
+    approx, exact, seconds = [], [], []
+    for row in rows:
+        vector = store.vectors[row]
+        began = time.perf_counter()
+        found = store.backend.query(vector, depth + 1)
+        seconds.append(time.perf_counter() - began)
+        approx.append(neighbours_without_self(found.rows, row, depth))
+        distances = exact_distances(store.vectors, vector, space)
+        distances[row] = np.inf
+        exact.append(np.argsort(distances, kind="stable")[:depth])
+    approx_rows, exact_rows = np.array(approx), np.array(exact)
+    tasks = [t for t in config.task_columns if t in store.items]
+    labels = store.items[tasks]
+    return {"k": k, "queries": len(rows), "query_source": source,
+            "split": meta.get("split", {}).get("strategy", "none"),
+            "tasks": retrieval_metrics(labels.iloc[rows].reset_index(drop=True),
+                                       approx_rows[:, :k], labels, tasks, k, query_rows=rows),
+            "recall_k": recall_k,
+            "recall_at_k": recall_at_k(approx_rows[:, :recall_k], exact_rows[:, :recall_k]),
+            "latency": latency_summary(seconds)}
+
+
+def make_manifest(config: AppConfig, encoder: Encoder, summary: dict, seconds: dict) -> dict:
+    import nmslib
+    import torch
+
+    return {
+        "fingerprint": index_fingerprint(config, encoder),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": json.loads(config.model_dump_json()),
+        "config_path": str(config.config_path),
+        "model": {"backbone": encoder.meta["backbone"], "checksum": encoder.checksum,
+                  "tasks": {t: len(c) for t, c in encoder.meta["tasks"].items()},
+                  "val": encoder.meta.get("metrics", {}).get("val", {}),
+                  "precision": encoder.precision},
+        "counts": {k: v for k, v in summary.items() if k != "metrics"},
+        "metrics": summary["metrics"],
+        "step_seconds": seconds,
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                     "nmslib": getattr(nmslib, "__version__", "2.1.2"),
+                     "numpy": np.__version__, "pandas": pd.__version__},
+    }
+
+
+def folder_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def dry_run(config: AppConfig) -> dict:
+    """Validate config and catalog, and say what a build would do, without doing it."""
+    items = load_catalog(config)
+    root = Path(config.paths.ann_index_path)
+    model = Path(config.paths.trained_model_path)
+    return {"catalog": str(config.paths.images_dataframe_path), "items": len(items),
+            "url_images": int(items["image_ref"].str.startswith(("http://", "https://")).sum()),
+            "model": str(model) + ("" if model.is_file() else " (missing: train it first)"),
+            "index_folder": str(root), "current_version": current_version(root),
+            "backend": config.backend, "space": config.ann_index.init_time.space}
+
+
+def print_summary(summary: dict) -> None:
+    metrics = summary["metrics"]
+    print(f"indexed {summary['items_indexed']} of {summary['items_in_catalog']} items "
+          f"({summary['items_skipped']} skipped, see {summary['skipped_file']}); "
+          f"vectors computed {summary['vectors_computed']}, from cache "
+          f"{summary['vectors_from_cache']}")
+    print("steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in summary["step_seconds"].items()))
+    print(f"index version {summary['version']}, {summary['index_bytes'] / 1e6:.1f} MB")
+    k = metrics.get("k")
+    for task, values in metrics.get("tasks", {}).items():
+        print(f"  {task}: mAP@{k} {values['map_at_k']:.3f}, P@{k} {values['precision_at_k']:.3f}")
+    if "recall_at_k" in metrics:
+        print(f"  recall@{metrics['recall_k']} vs exact {metrics['recall_at_k']:.4f}; search p50 "
+              f"{metrics['latency']['p50_ms']:.3f} ms, p99 {metrics['latency']['p99_ms']:.3f} ms "
+              f"({metrics['queries']} queries: {metrics['query_source']})")
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python build_index.py", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="validate and say what would run")
+    parser.add_argument("--rebuild", action="store_true", help="ignore the vector cache")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        if args.dry_run:
+            print(json.dumps(dry_run(config), indent=2))
+            return 0
+        summary = build(config, rebuild=args.rebuild, quiet=args.quiet or args.json)
+    except (ConfigError, CatalogError, CheckpointError, IndexStoreError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the previous index (if any) is untouched", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,470 @@
+"""IndexStore: backend + vectors + item table + 2-D map + manifest, saved as atomic versions.
+
+Layout under the index root::
+
+    root/CURRENT                     the name of the version in use (replaced atomically)
+    root/versions/<version>/         index.bin + backend json, vectors.npy, items.parquet,
+                                     map.parquet, map_pca.npy, manifest.json
+
+A version is written under `<version>.tmp`, fsynced and renamed; only then does CURRENT switch,
+so a crash or Ctrl-C mid-save leaves the previous index loadable, and a serving app can watch
+`current_version(root)` to pick up a rebuilt index without restarting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from index_store.backends import backend_class, make_backend
+from index_store.base import (
+    Backend,
+    IndexCorruptError,
+    IndexMissingError,
+    IndexStaleError,
+    IndexStoreError,
+    Neighbors,
+    as_matrix,
+    filtered_query,
+    filtered_query_batch,
+)
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+KEEP_VERSIONS = 2
+STALE_TMP_SECONDS = 3600
+FORMAT_VERSION = 1
+VECTORS_FILE = "vectors.npy"
+ITEMS_FILE = "items.parquet"
+MAP_FILE = "map.parquet"
+MAP_PCA_FILE = "map_pca.npy"
+MANIFEST_FILE = "manifest.json"
+RESULT_COLUMNS = ("id", "distance", "row")
+_PCA_CHUNK_ROWS = 16384
+
+
+def current_version(root: Path) -> str | None:
+    """The version CURRENT names, or None when nothing was saved yet (cheap: one small read)."""
+    try:
+        name = (Path(root) / CURRENT).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return name or None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-normalised value (tuples → lists, Paths → str) so saved and fresh values compare."""
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def fingerprint_diff(built: Mapping[str, Any], expected: Mapping[str, Any]
+                     ) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (built value, expected value)} for every expected key that differs.
+
+    Keys only in `built` are ignored; a key missing from `built` reads as None.
+    """
+    old, new = _flatten(_plain(dict(built))), _flatten(_plain(dict(expected)))
+    return {key: (old.get(key), value) for key, value in new.items() if old.get(key) != value}
+
+
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-D map coordinates [n, 2] and the projection [3, dim] (mean, axis 1, axis 2).
+
+    PCA by SVD of the dim x dim covariance (accumulated in float64 chunks, so memory stays small
+    for large catalogs); each axis' sign is fixed (largest loading positive) so rebuilding the
+    same vectors gives the same map.
+    """
+    matrix = np.asarray(vectors, dtype=np.float32)
+    dim = matrix.shape[1]
+    mean = matrix.mean(axis=0, dtype=np.float64)
+    covariance = np.zeros((dim, dim))
+    for start in range(0, matrix.shape[0], _PCA_CHUNK_ROWS):
+        centered = matrix[start:start + _PCA_CHUNK_ROWS].astype(np.float64) - mean
+        covariance += centered.T @ centered
+    _, _, vt = np.linalg.svd(covariance)
+    axes = np.zeros((2, dim))
+    axes[: min(2, dim)] = vt[:2]
+    signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
+    axes *= np.where(signs == 0, 1.0, signs)[:, None]
+    projection = np.vstack([mean, axes]).astype(np.float32)
+    return project(matrix, projection), projection
+
+
+def project(vectors: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """Map coordinates [n, 2] of vectors under a projection from `pca_2d`."""
+    matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    return ((matrix - projection[0]) @ projection[1:].T).astype(np.float32)
+
+
+def _new_version_name() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            _fsync_path(path)
+    _fsync_path(folder)
+
+
+def _point_current(root: Path, version: str) -> None:
+    """Write CURRENT.<random>.tmp, fsync, then os.replace onto CURRENT (atomic switch)."""
+    tmp = root / f"{CURRENT}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, root / CURRENT)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_path(root)
+
+
+def clean_versions(root: Path, keep: int = KEEP_VERSIONS) -> list[str]:
+    """Delete all but the newest `keep` versions (never the current one) and stale .tmp folders;
+    returns the deleted names."""
+    versions = Path(root) / VERSIONS
+    current = current_version(root)
+    finished = sorted(p for p in versions.iterdir() if p.is_dir() and p.suffix != ".tmp")
+    doomed = [p for p in finished[: max(len(finished) - keep, 0)] if p.name != current]
+    cutoff = time.time() - STALE_TMP_SECONDS
+    doomed += [p for p in versions.glob("*.tmp") if p.is_dir() and p.stat().st_mtime < cutoff]
+    for path in doomed:
+        log.info("removing old index version %s", path.name)
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in doomed]
+
+
+def _check_items(items: pd.DataFrame, n: int) -> pd.DataFrame:
+    if not isinstance(items, pd.DataFrame) or "id" not in items.columns:
+        raise ValueError("items must be a DataFrame with an 'id' column")
+    if len(items) != n:
+        raise ValueError(f"items has {len(items)} rows but there are {n} vectors")
+    table = items.reset_index(drop=True).copy()
+    table["id"] = table["id"].astype(str)
+    for column in table.select_dtypes(include="object").columns:
+        kinds = {type(v) for v in table[column] if not _missing(v)}
+        if len(kinds) > 1:  # parquet needs one type per column: mixed values become text
+            log.warning("item column %r mixes %s values; storing it as text", column,
+                        ", ".join(sorted(k.__name__ for k in kinds)))
+            table[column] = [None if _missing(v) else str(v) for v in table[column]]
+    return table
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # list-like values
+        return False
+
+
+class IndexStore:
+    """The searchable catalog: rows of `vectors`, `items` and `map` are the same products."""
+
+    def __init__(self, backend: Backend, vectors: np.ndarray, items: pd.DataFrame,
+                 map_xy: pd.DataFrame, map_projection: np.ndarray, manifest: dict,
+                 version: str | None = None) -> None:
+        self.backend, self.vectors, self.items = backend, vectors, items
+        self.map, self.map_projection = map_xy, map_projection
+        self.manifest, self.version = manifest, version
+        self._row_by_id: dict[str, int] | None = None
+        self._text_columns: dict[str, pd.Series] = {}
+
+    # building and persistence -----------------------------------------------------------
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, items: pd.DataFrame, *, backend: str | Backend = "nmslib",
+              space: str = "cosinesimil", index_params: Mapping[str, Any] | None = None,
+              query_params: Mapping[str, Any] | None = None,
+              manifest: Mapping[str, Any] | None = None) -> IndexStore:
+        """Index vectors (float32 [n, dim]) for items (row-aligned, with an `id` column).
+
+        backend: a name from `index_store.backends.BACKENDS` (built with space and params) or an
+        unbuilt Backend instance. manifest["fingerprint"] should hold everything that changes the
+        built index (model and catalog checksums, preprocessing, backend, space, index-time
+        params); `load(expected=...)` compares it key by key.
+        """
+        matrix = as_matrix(vectors)
+        table = _check_items(items, matrix.shape[0])
+        if isinstance(backend, str):
+            backend = make_backend(backend, space, index_params, query_params)
+        started = time.perf_counter()
+        backend.build(matrix)
+        log.info("built %s index over %d x %d vectors in %.1f s", backend.name, *matrix.shape,
+                 time.perf_counter() - started)
+        coords, projection = pca_2d(matrix)
+        map_xy = pd.DataFrame({"id": table["id"], "map_x": coords[:, 0], "map_y": coords[:, 1]})
+        info = dict(manifest or {})
+        info.setdefault("fingerprint", {"backend": backend.name, "space": backend.space,
+                                        "index_params": dict(backend.index_params)})
+        info.update(format=FORMAT_VERSION, backend=backend.name, space=backend.space,
+                    index_params=dict(backend.index_params),
+                    query_params=dict(backend.query_params),
+                    n_items=int(matrix.shape[0]), dim=int(matrix.shape[1]))
+        return cls(backend, matrix, table, map_xy, projection, _plain(info))
+
+    def save(self, root: Path) -> Path:
+        """Write a new version under root and switch CURRENT to it; returns the version folder.
+
+        Old versions beyond the newest KEEP_VERSIONS are deleted afterwards (never the current).
+        """
+        root = Path(root)
+        versions = root / VERSIONS
+        versions.mkdir(parents=True, exist_ok=True)
+        name = _new_version_name()
+        tmp, final = versions / f"{name}.tmp", versions / name
+        tmp.mkdir()
+        try:
+            self._write_version(tmp, name)
+            _fsync_tree(tmp)
+            os.rename(tmp, final)
+            _fsync_path(versions)
+            _point_current(root, name)
+        except BaseException:
+            if current_version(root) != name:
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+        self.version = name
+        log.info("saved index version %s under %s", name, root)
+        clean_versions(root)
+        return final
+
+    def _write_version(self, folder: Path, name: str) -> None:
+        np.save(folder / VECTORS_FILE, self.vectors, allow_pickle=False)
+        self.items.to_parquet(folder / ITEMS_FILE, index=False)
+        self.map.to_parquet(folder / MAP_FILE, index=False)
+        np.save(folder / MAP_PCA_FILE, self.map_projection, allow_pickle=False)
+        self.backend.save(folder)
+        files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+        manifest = dict(self.manifest, version=name, files=files,
+                        created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, root: Path, expected: Mapping[str, Any] | None = None, *,
+             config_path: str | Path | None = None,
+             query_params: Mapping[str, Any] | None = None) -> IndexStore:
+        """Open the CURRENT version under root.
+
+        expected: the fingerprint the caller would build now; any differing key raises
+        IndexStaleError naming it. query_params (never fingerprinted) override the saved ones.
+        Raises IndexMissingError / IndexCorruptError; every message names config_path.
+        """
+        root = Path(root)
+        try:
+            return cls._load_current(root, expected, query_params)
+        except IndexStoreError as error:
+            if config_path is not None:
+                error.config_path = config_path
+            raise
+
+    @classmethod
+    def _load_current(cls, root: Path, expected: Mapping[str, Any] | None,
+                      query_params: Mapping[str, Any] | None) -> IndexStore:
+        for _attempt in range(3):
+            version = current_version(root)
+            if version is None:
+                raise IndexMissingError(f"No index found at {root} (no {CURRENT} file).")
+            try:
+                return cls._load_version(root, version, expected, query_params)
+            except IndexCorruptError:
+                if current_version(root) == version:
+                    raise
+                log.info("index version %s was replaced while loading; retrying", version)
+        raise IndexCorruptError(f"Index at {root} keeps changing while loading.")
+
+    @classmethod
+    def _load_version(cls, root: Path, version: str, expected: Mapping[str, Any] | None,
+                      query_params: Mapping[str, Any] | None) -> IndexStore:
+        folder = root / VERSIONS / version
+        manifest = _read_manifest(folder)
+        _check_fingerprint(manifest, expected, root)
+        _check_file_sizes(folder, manifest)
+        try:
+            vectors, items, map_xy, projection = _read_arrays(folder, manifest)
+        except (OSError, ValueError) as error:
+            raise IndexCorruptError(f"Index files in {folder} are unreadable: {error}.") \
+                from error
+        params = dict(manifest.get("query_params") or {}, **dict(query_params or {}))
+        backend = backend_class(manifest["backend"]).load(
+            folder, vectors, manifest["space"], manifest.get("index_params") or {}, params)
+        return cls(backend, vectors, items, map_xy, projection, manifest, version)
+
+    # querying ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def space(self) -> str:
+        return self.backend.space
+
+    def set_query_params(self, **params: Any) -> None:
+        """Query-time settings such as efSearch; they never make the index stale."""
+        self.backend.set_query_params(**params)
+
+    def row_of(self, item_id: str) -> int:
+        """Row of an item id (the first, if ids repeat); KeyError if unknown."""
+        if self._row_by_id is None:
+            ids = self.items["id"].tolist()
+            self._row_by_id = {i: row for row, i in reversed(list(enumerate(ids)))}
+        try:
+            return self._row_by_id[str(item_id)]
+        except KeyError:
+            raise KeyError(f"unknown item id {item_id!r}") from None
+
+    def rows_of_ids(self, item_ids: Sequence[str] | None) -> np.ndarray:
+        """Rows of every item whose id is listed (unknown ids are ignored)."""
+        if not item_ids:
+            return np.empty(0, np.int64)
+        return np.flatnonzero(self.items["id"].isin([str(i) for i in item_ids]))
+
+    @property
+    def filterable_columns(self) -> list[str]:
+        return [str(c) for c in self.items.columns]
+
+    def allowed_mask(self, filters: Mapping[str, Sequence[str] | str] | None) -> np.ndarray | None:
+        """Boolean row mask: AND across columns, OR within one; values compared as strings.
+
+        A column with no values (empty list or None) does not restrict. None: no restriction.
+        """
+        mask: np.ndarray | None = None
+        for column, values in (filters or {}).items():
+            if column not in self.items.columns:
+                raise ValueError(f"unknown filter column {column!r}; filterable columns: "
+                                 f"{', '.join(self.filterable_columns)}")
+            wanted = [values] if isinstance(values, str) else list(values or [])
+            if not wanted:
+                continue
+            matches = self._text(column).isin([str(v) for v in wanted])
+            column_mask = matches.fillna(False).to_numpy(dtype=bool)
+            mask = column_mask if mask is None else mask & column_mask
+        return mask
+
+    def _text(self, column: str) -> pd.Series:
+        if column not in self._text_columns:
+            self._text_columns[column] = self.items[column].astype("string")
+        return self._text_columns[column]
+
+    def search(self, query_vector: np.ndarray, k: int,
+               filters: Mapping[str, Sequence[str] | str] | None = None,
+               exclude_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """The k nearest items (exactly min(k, matching)): id, distance, row, item columns."""
+        found = filtered_query(self.backend, self.vectors, query_vector, k,
+                               self.allowed_mask(filters), self.space,
+                               self.rows_of_ids(exclude_ids))
+        return self.results_frame(found)
+
+    def search_batch(self, query_vectors: np.ndarray, k: int,
+                     filters: Mapping[str, Sequence[str] | str] | None = None,
+                     exclude_ids: Sequence[Sequence[str] | None] | None = None
+                     ) -> list[pd.DataFrame]:
+        """`search` for each row of query_vectors; exclude_ids: one list (or None) per query."""
+        return [self.results_frame(found)
+                for found in self.query_neighbors(query_vectors, k, filters, exclude_ids)]
+
+    def query_neighbors(self, query_vectors: np.ndarray, k: int,
+                        filters: Mapping[str, Sequence[str] | str] | None = None,
+                        exclude_ids: Sequence[Sequence[str] | None] | None = None
+                        ) -> list[Neighbors]:
+        """Raw neighbours per query (rows and distances), for evaluation and batch jobs."""
+        excludes = None if exclude_ids is None else [self.rows_of_ids(ids) for ids in exclude_ids]
+        return filtered_query_batch(self.backend, self.vectors, query_vectors, k,
+                                    self.allowed_mask(filters), self.space, excludes)
+
+    def results_frame(self, found: Neighbors) -> pd.DataFrame:
+        """Neighbours as a table: id, distance, row, then the other item columns."""
+        table = self.items.iloc[found.rows].reset_index(drop=True)
+        head = pd.DataFrame({"id": table["id"], "distance": found.distances, "row": found.rows})
+        rest = table.drop(columns=[c for c in RESULT_COLUMNS if c in table.columns])
+        return pd.concat([head, rest], axis=1)
+
+    def project_to_map(self, vectors: np.ndarray) -> np.ndarray:
+        """Map coordinates [n, 2] for new vectors (e.g. a query image), same axes as `map`."""
+        return project(vectors, self.map_projection)
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise IndexCorruptError(f"{CURRENT} names index version {folder.name}, which does not "
+                                f"exist in {folder.parent}.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise IndexCorruptError(f"Index manifest {path} is missing or unreadable: {error}.") \
+            from error
+    if manifest.get("format") != FORMAT_VERSION:
+        raise IndexCorruptError(f"Index manifest {path} has format {manifest.get('format')!r}, "
+                                f"this code reads format {FORMAT_VERSION}.")
+    return manifest
+
+
+def _check_fingerprint(manifest: dict, expected: Mapping[str, Any] | None, root: Path) -> None:
+    if expected is None:
+        return
+    differences = fingerprint_diff(manifest.get("fingerprint") or {}, expected)
+    if differences:
+        listed = "; ".join(f"{key}: built with {old!r}, now {new!r}"
+                           for key, (old, new) in sorted(differences.items()))
+        raise IndexStaleError(f"The index at {root} is out of date ({listed}).")
+
+
+def _check_file_sizes(folder: Path, manifest: dict) -> None:
+    for name, size in (manifest.get("files") or {}).items():
+        path = folder / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            raise IndexCorruptError(f"Index file {path} is {actual} bytes, {size} were written: "
+                                    "it is missing, truncated or was replaced.")
+
+
+def _read_arrays(folder: Path, manifest: dict
+                 ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    vectors = np.load(folder / VECTORS_FILE, allow_pickle=False)
+    items = pd.read_parquet(folder / ITEMS_FILE)
+    items["id"] = items["id"].astype(str)
+    map_xy = pd.read_parquet(folder / MAP_FILE)
+    projection = np.load(folder / MAP_PCA_FILE, allow_pickle=False)
+    n, dim = manifest.get("n_items"), manifest.get("dim")
+    if vectors.shape != (n, dim) or len(items) != n or len(map_xy) != n:
+        raise ValueError(f"manifest says {n} x {dim}, found vectors {vectors.shape}, "
+                         f"{len(items)} items, {len(map_xy)} map rows")
+    return vectors, items, map_xy, projection

@@ -1,0 +1,187 @@
+"""The query path shared by the app and scripts: `python search.py --config CFG --k 5 --json IMAGE_OR_URL`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from config import AppConfig, ConfigError, load_config
+from index_store.base import IndexStoreError
+from index_store.store import IndexStore
+from vectorizer.catalog import is_url
+from vectorizer.checkpoint import CheckpointError
+from vectorizer.encoder import Encoder, Prediction
+from vectorizer.fetch import FetchError, fetch_image
+from vectorizer.images import ImageError, open_image
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def index_fingerprint(config: AppConfig, encoder: Encoder) -> dict:
+    """Everything that changes the built index; query-time settings and UI never appear here."""
+    return {
+        "model_checksum": encoder.checksum,
+        "catalog_checksum": file_sha256(Path(config.paths.images_dataframe_path)),
+        "preprocess": encoder.meta["preprocess"],
+        "layer_to_get_input": encoder.meta["layer_to_get_input"],
+        "backend": config.backend,
+        "space": config.ann_index.init_time.space,
+        "method": config.ann_index.init_time.method,
+        "index_time": config.ann_index.index_time.model_dump(),
+    }
+
+
+@dataclass
+class SearchResponse:
+    results: pd.DataFrame           # id, name, distance, band, labels..., one row per result
+    predicted: Prediction           # top classes per task for the query image
+    same_product: dict | None       # the catalog item the query image is, if any
+
+
+class SearchService:
+    """Model + index + item table, loaded once and shared; every method is thread-safe."""
+
+    def __init__(self, config: AppConfig, encoder: Encoder, store: IndexStore) -> None:
+        self.config, self.encoder, self.store = config, encoder, store
+
+    @classmethod
+    def load(cls, config: AppConfig) -> SearchService:
+        encoder = Encoder.from_config(config)
+        store = IndexStore.load(Path(config.paths.ann_index_path),
+                                expected=index_fingerprint(config, encoder),
+                                config_path=config.config_path)
+        store.set_query_params(efSearch=config.ann_index.query_time.efSearch)
+        return cls(config, encoder, store)
+
+    @property
+    def items(self) -> pd.DataFrame:
+        return self.store.items
+
+    def band(self, distance: float) -> str:
+        bands = self.config.ui.bands
+        if distance <= bands.near_duplicate:
+            return "near-duplicate"
+        return "similar" if distance <= bands.similar else "loosely similar"
+
+    def search_image(self, image: Image.Image, k: int, filters: dict | None = None) -> SearchResponse:
+        embedded = self.encoder.embed_images([image])
+        results = self.store.search(embedded.vectors[0], k + 1, filters=filters)
+        same = None
+        if len(results) and results["distance"].iloc[0] <= self.config.ui.bands.same_product:
+            same = results.iloc[0].to_dict()
+            results = results.iloc[1:]
+        return self.respond(results.head(k), embedded.predictions[0], same)
+
+    def search_item(self, item_id: str, k: int, filters: dict | None = None) -> SearchResponse:
+        """More like this: the product's stored vector; the product itself is never returned."""
+        row = self.store.row_of(item_id)
+        vector = self.store.vectors[row]
+        results = self.store.search(vector, k, filters=filters, exclude_ids=[item_id])
+        predicted = self.encoder.predict_from_vector(vector)
+        return self.respond(results, predicted, self.items.iloc[row].to_dict())
+
+    def respond(self, results: pd.DataFrame, predicted: Prediction, same: dict | None
+                ) -> SearchResponse:
+        results = results.reset_index(drop=True).copy()
+        results["band"] = [self.band(d) for d in results["distance"]]
+        return SearchResponse(results, predicted, same)
+
+
+def load_query_image(source: str, config: AppConfig) -> Image.Image:
+    """A local file or an http(s) URL (product pages resolve to their image)."""
+    if is_url(source):
+        return fetch_image(source, config.download).image
+    return open_image(Path(source), config.download.max_pixels)
+
+
+def parse_filters(pairs: list[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for pair in pairs:
+        column, separator, value = pair.partition("=")
+        if not separator:
+            raise ValueError(f"--filter {pair!r}: expected column=value")
+        filters.setdefault(column, []).append(value)
+    return filters
+
+
+def response_json(response: SearchResponse, label_fields: list[str]) -> dict:
+    columns = ["id", "name", "distance", "band", *label_fields]
+    rows = response.results[[c for c in columns if c in response.results]].to_dict("records")
+    return {"results": [{key: (float(v) if key == "distance" else v) for key, v in row.items()}
+                        for row in rows],
+            "predicted": {task: [[label, round(p, 4)] for label, p in top]
+                          for task, top in response.predicted.items()},
+            "same_product": response.same_product and response.same_product.get("id")}
+
+
+def bulk_match(service: SearchService, table_in: Path, table_out: Path, k: int,
+               filters: dict) -> pd.DataFrame:
+    """A CSV of image URLs or paths in, a CSV of matches out; a failed row is marked, not fatal."""
+    queries = pd.read_csv(table_in, dtype=str)
+    column = "image" if "image" in queries else queries.columns[0]
+    rows = []
+    for source in queries[column].fillna(""):
+        try:
+            response = service.search_image(load_query_image(source, service.config), k, filters)
+        except (FetchError, ImageError, OSError) as error:
+            rows.append({"query": source, "status": "failed", "reason": str(error)})
+            continue
+        for rank, match in enumerate(response.results.itertuples(), start=1):
+            rows.append({"query": source, "status": "ok", "reason": "", "rank": rank,
+                         "id": match.id, "name": match.name, "distance": match.distance})
+    result = pd.DataFrame(rows)
+    result.to_csv(table_out, index=False)
+    return result
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python search.py", description=__doc__)
+    parser.add_argument("query", help="image path or http(s) URL, or a CSV with --bulk-out")
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--k", type=int, default=None)
+    parser.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--bulk-out", type=Path, default=None, help="write matches of a CSV here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        config = load_config(args.config)
+        k = args.k or config.ann_index.k
+        service = SearchService.load(config)
+        filters = parse_filters(args.filter) or None
+        if args.bulk_out:
+            result = bulk_match(service, Path(args.query), args.bulk_out, k, filters)
+            print(f"wrote {len(result)} rows to {args.bulk_out}")
+            return 0
+        response = service.search_image(load_query_image(args.query, config), k, filters)
+    except (ConfigError, CheckpointError, IndexStoreError, FetchError, ImageError,
+            ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    payload = response_json(response, config.dataframe.label_fields)
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        for row in payload["results"]:
+            print(f"{row['distance']:.4f}  {row['id']}  {row['name']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,64 @@
+"""One tiny synthetic catalog, trained model and index per test session, shared by every test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from config import AppConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class DemoEnv:
+    folder: Path
+    config_path: Path
+    config: AppConfig
+
+    def fresh_config(self) -> AppConfig:
+        return load_config(self.config_path)
+
+
+def write_demo_config(folder: Path, **overrides) -> Path:
+    """The shipped demo config, pointed at `folder`, small and quick for tests."""
+    raw = yaml.safe_load((ROOT / "config" / "config.yml").read_text())
+    raw["paths"] = {"images_dataframe_path": "catalog.csv", "trained_model_path": "model.pt",
+                    "vectors_path": "vectors", "ann_index_path": "index",
+                    "image_cache_path": "image_cache"}
+    raw["model"].update(input_size=32, batch_size=64, num_workers=0, num_threads=2)
+    raw["training"].update(epochs=2)
+    raw["ann_index"]["index_time"]["indexThreadQty"] = 1
+    raw["evaluation"]["max_queries"] = 60
+    raw["download"]["allow_private_networks"] = ["127.0.0.0/8"]
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split("__")
+        section = raw
+        for part in parents:
+            section = section[part]
+        section[last] = value
+    path = folder / "config.yml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def make_demo(folder: Path, count: int = 240, seed: int = 1, **overrides) -> DemoEnv:
+    from build_index import build
+    from vectorizer.synthetic import generate_catalog
+    from vectorizer.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = write_demo_config(folder, **overrides)
+    config = load_config(config_path)
+    generate_catalog(Path(config.paths.images_dataframe_path), count, seed)
+    train(config, progress=False)
+    build(config, quiet=True)
+    return DemoEnv(folder, config_path, config)
+
+
+@pytest.fixture(scope="session")
+def demo_env(tmp_path_factory) -> DemoEnv:
+    return make_demo(tmp_path_factory.mktemp("demo"))

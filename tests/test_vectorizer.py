@@ -1,0 +1,188 @@
+"""The multitask model, its vector hook, labels, checkpoints, training determinism and the encoder."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from config import ConfigError
+from config.schema import TaskConfig, TrainingConfig
+from vectorizer import device
+from vectorizer.checkpoint import (
+    CheckpointError,
+    check_config_matches,
+    load_checkpoint,
+    save_checkpoint,
+)
+from vectorizer.encoder import Encoder
+from vectorizer.labels import OTHER, class_lists, encode_labels, split_ids
+from vectorizer.model import ModelError, MultiTaskNet, VectorHook, build_backbone
+from vectorizer.preprocess import Preprocess
+
+
+def tiny_net(backbone: str = "resnet18") -> MultiTaskNet:
+    torch.manual_seed(0)
+    return MultiTaskNet(backbone, {"colour": 3, "garment": 4}, 0, "cosine",
+                        Preprocess(32).mean, Preprocess(32).std).eval()
+
+
+def test_hook_captures_the_input_of_the_named_layer():
+    model = tiny_net()
+    heads_hook, pooled_hook = VectorHook(model, "heads"), VectorHook(model, "backbone.fc")
+    with torch.inference_mode():
+        model(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8))
+    assert heads_hook.vector.shape == (2, 512)
+    assert torch.equal(heads_hook.vector, pooled_hook.vector)
+
+
+def test_unknown_layer_lists_valid_names():
+    message = str(pytest.raises(ModelError, VectorHook, tiny_net(), "classifier").value)
+    assert "model.layer_to_get_input: no module named 'classifier'" in message
+    assert "heads" in message and "backbone.layer4" in message
+
+
+def test_other_architectures_and_unknown_backbone():
+    model = tiny_net("mobilenet_v3_small")
+    hook = VectorHook(model, "heads")
+    with torch.inference_mode():
+        logits = model(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    assert logits["colour"].shape == (2, 3) and hook.vector.shape == (2, 1024)
+    assert "model.backbone: unknown backbone 'resnet5'" in str(
+        pytest.raises(ModelError, build_backbone, "resnet5").value)
+
+
+def test_rare_classes_are_merged_or_dropped_and_counted():
+    items = pd.DataFrame({"colour": ["Red"] * 5 + ["Blue"] * 5 + ["Teal", None]})
+    merged, report = class_lists(items, [TaskConfig(column="colour", min_count=3)])
+    assert merged["colour"] == ["Blue", "Red", OTHER]
+    assert report["colour"]["rare_items"] == 1 and report["colour"]["missing_labels"] == 1
+    dropped, _ = class_lists(items, [TaskConfig(column="colour", min_count=3, rare="drop")])
+    targets = encode_labels(items, dropped)
+    assert targets[:, 0].tolist() == [1] * 5 + [0] * 5 + [-1, -1]
+    assert encode_labels(items, merged)[10:, 0].tolist() == [2, -1]
+
+
+def test_missing_labels_are_ignored_by_that_task_only(demo_env):
+    from vectorizer.train import Trainer
+
+    trainer = Trainer(demo_env.fresh_config(), _demo_items(demo_env).head(64), 1, progress=False)
+    targets = trainer.targets[:8].clone()
+    targets[:, 0] = -1
+    logits = trainer.model(trainer.images[:8])
+    loss = trainer.loss(logits, targets)
+    assert torch.isfinite(loss)
+    only_others = sum(torch.nn.functional.cross_entropy(
+        logits[task].float(), targets[:, i], label_smoothing=0.1) * w
+        for i, (task, w) in enumerate(zip(trainer.classes, trainer.weights, strict=True)) if i)
+    assert torch.allclose(loss, only_others)
+
+
+def _demo_items(demo_env):
+    from vectorizer.catalog import load_catalog
+
+    return load_catalog(demo_env.fresh_config())
+
+
+def test_split_keeps_variants_together_and_is_seeded():
+    items = pd.DataFrame({"id": [str(i) for i in range(200)],
+                          "name": [f"{c} shirt {i // 2}" for i, c in
+                                   zip(range(200), ["red", "blue"] * 100, strict=True)],
+                          "colour": ["Red", "Blue"] * 100})
+    training = TrainingConfig(tasks=[TaskConfig(column="colour")],
+                              variant_strip_columns=["colour"])
+    split = split_ids(items, training)
+    assert split == split_ids(items, training)
+    part_of = {i: part for part, ids in split.items() for i in ids}
+    assert all(part_of[str(2 * n)] == part_of[str(2 * n + 1)] for n in range(100))
+    assert 5 <= len(split["test"]) <= 40
+
+
+def test_checkpoint_round_trip_gives_identical_vectors(demo_env, tmp_path):
+    model, meta = load_checkpoint(demo_env.config.paths.trained_model_path)
+    save_checkpoint(tmp_path / "copy.pt", model, meta)
+    copy, _ = load_checkpoint(tmp_path / "copy.pt")
+    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    first = Encoder(model, meta, "a", "fp32").forward(images)[0]
+    second = Encoder(copy, meta, "b", "fp32").forward(images)[0]
+    np.testing.assert_array_equal(first, second)
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    assert "no checkpoint at" in str(
+        pytest.raises(CheckpointError, load_checkpoint, tmp_path / "none.pt").value)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert "not a readable checkpoint" in str(
+        pytest.raises(CheckpointError, load_checkpoint, tmp_path / "junk.pt").value)
+
+
+def test_config_conflicting_with_checkpoint_names_the_key(demo_env):
+    config = demo_env.fresh_config()
+    _, meta = load_checkpoint(config.paths.trained_model_path)
+    config.model.backbone = "resnet50"
+    message = str(pytest.raises(ConfigError, check_config_matches, config, meta, Path("m")).value)
+    assert "model.backbone: config says 'resnet50'" in message and "'resnet18'" in message
+
+
+def test_encoder_vectors_are_unit_length_with_predictions(demo_env):
+    from PIL import Image
+
+    encoder = Encoder.from_config(demo_env.fresh_config())
+    images = [Image.new("RGB", (60, 80), colour) for colour in ("red", "blue", "white")]
+    embedded = encoder.embed_images(images)
+    assert embedded.vectors.shape == (3, 512) and embedded.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embedded.vectors, axis=1), 1.0, atol=1e-5)
+    top = embedded.predictions[0]["colour"]
+    assert len(top) == 3 and sum(p for _, p in top) <= 1.0 + 1e-6
+    assert set(embedded.predictions[0]) == {"garment", "colour", "pattern"}
+
+
+def test_corrupt_images_are_skipped_without_shifting_rows(demo_env, tmp_path):
+    encoder = Encoder.from_config(demo_env.fresh_config())
+    good = sorted((demo_env.folder / "images").glob("*.jpg"))[:3]
+    (tmp_path / "broken.jpg").write_bytes(good[0].read_bytes()[:200])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    paths = [str(good[0]), str(tmp_path / "broken.jpg"), str(good[1]),
+             str(tmp_path / "missing.jpg"), str(tmp_path / "empty.jpg"), str(good[2])]
+    vectors, reasons = encoder.embed_paths(paths, batch_size=4, workers=0, max_pixels=10**7)
+    assert [bool(r) for r in reasons] == [False, True, False, True, True, False]
+    assert np.isnan(vectors[[1, 3, 4]]).all()
+    alone, _ = encoder.embed_paths([str(good[1])], batch_size=1, workers=0, max_pixels=10**7)
+    np.testing.assert_allclose(vectors[2], alone[0], atol=1e-5)
+
+
+def test_bf16_vectors_stay_faithful(demo_env):
+    model, meta = load_checkpoint(demo_env.config.paths.trained_model_path)
+    images = torch.stack([torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+                          for _ in range(16)])
+    fp32 = Encoder(model, meta, "x", "fp32").forward(images)[0]
+    bf16 = Encoder(model, meta, "x", "bf16").forward(images)[0]
+    assert (np.sum(fp32 * bf16, axis=1) >= 0.999).all()
+
+
+def test_precision_falls_back_to_fp32_without_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "bf16_supported", lambda _: False)
+    assert device.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(device, "bf16_supported", lambda _: True)
+    assert device.resolve_precision("auto", cpu) == "bf16"
+    assert device.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_training_is_deterministic_with_a_seed(demo_env, tmp_path):
+    from tests.fixtures_demo import write_demo_config
+    from vectorizer.train import train
+
+    states = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config_path = write_demo_config(folder, training__epochs=1)
+        config = __import__("config").load_config(config_path)
+        config.paths.images_dataframe_path = demo_env.config.paths.images_dataframe_path
+        train(config, limit=96, progress=False)
+        states.append(torch.load(config.paths.trained_model_path, weights_only=True))
+    for key, value in states[0]["state_dict"].items():
+        assert torch.equal(value, states[1]["state_dict"][key]), key
+    assert states[0]["meta"]["split"] == states[1]["meta"]["split"]
