@@ -1,4 +1,4 @@
-"""Offline pipeline: catalog → vectors (cached) → index → evaluation → atomic save. `python build_index.py --config CFG`."""
+"""Offline pipeline: catalog → vectors (cached) → index → evaluation → atomic save."""
 
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
         metrics = evaluate_index(store, encoder.meta, config)
     summary = {
         "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
-        "items_skipped": len(skipped), "skipped_reasons": skipped["reason"].value_counts().to_dict(),
+        "items_skipped": len(skipped),
+        "skipped_reasons": skipped["reason"].value_counts().to_dict(),
         "vectors_computed": computed, "vectors_from_cache": int(keep.sum()) - computed,
         "metrics": metrics,
     }

@@ -1,4 +1,4 @@
-"""The query path shared by the app and scripts: `python search.py --config CFG --k 5 --json IMAGE_OR_URL`."""
+"""The query path shared by the app and scripts: `python search.py --json IMAGE_OR_URL`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def index_fingerprint(config: AppConfig, encoder: Encoder) -> dict:
         "backend": config.backend,
         "space": config.ann_index.init_time.space,
         "method": config.ann_index.init_time.method,
-        "index_time": config.ann_index.index_time.model_dump(),
+        "index_time": config.ann_index.index_time.model_dump(exclude={"indexThreadQty"}),
     }
 
 
@@ -79,7 +79,8 @@ class SearchService:
             return "near-duplicate"
         return "similar" if distance <= bands.similar else "loosely similar"
 
-    def search_image(self, image: Image.Image, k: int, filters: dict | None = None) -> SearchResponse:
+    def search_image(self, image: Image.Image, k: int,
+                     filters: dict | None = None) -> SearchResponse:
         embedded = self.encoder.embed_images([image])
         results = self.store.search(embedded.vectors[0], k + 1, filters=filters)
         same = None
@@ -91,10 +92,18 @@ class SearchService:
     def search_item(self, item_id: str, k: int, filters: dict | None = None) -> SearchResponse:
         """More like this: the product's stored vector; the product itself is never returned."""
         row = self.store.row_of(item_id)
-        vector = self.store.vectors[row]
-        results = self.store.search(vector, k, filters=filters, exclude_ids=[item_id])
-        predicted = self.encoder.predict_from_vector(vector)
-        return self.respond(results, predicted, self.items.iloc[row].to_dict())
+        item = self.items.iloc[row].to_dict()
+        results = self.store.search(self.store.vectors[row], k, filters=filters,
+                                    exclude_ids=[item_id])
+        return self.respond(results, self.predict_file(item.get("image_file", "")), item)
+
+    def predict_file(self, image_file: str) -> Prediction:
+        """The heads' top classes for a catalog image ({} when its file cannot be read)."""
+        try:
+            image = open_image(Path(image_file), self.config.download.max_pixels)
+        except ImageError:
+            return {}
+        return self.encoder.embed_images([image]).predictions[0]
 
     def respond(self, results: pd.DataFrame, predicted: Prediction, same: dict | None
                 ) -> SearchResponse:

@@ -1,4 +1,4 @@
-"""Read a YAML file into an AppConfig, turning every problem into a ConfigError that names the key."""
+"""Read YAML into an AppConfig; every problem becomes a ConfigError naming the key."""
 
 from __future__ import annotations
 

@@ -333,9 +333,10 @@ def filtered_query(backend: Backend, vectors: np.ndarray, query: np.ndarray, k: 
     allowed: boolean mask over rows (None: all). exclude: row positions to drop (e.g. the query's
     own item). Strategy: no restriction → the backend (exact scan if it returns too few, as
     HNSW can when k is near the catalog size); exact backend or few allowed rows (see
-    `is_selective`) → exact numpy scan of those rows; otherwise over-fetch k / selectivity * 2
-    from the backend, keep allowed rows, double while short, and scan exactly once the fetch
-    would exceed MAX_FETCH_FRACTION of the catalog.
+    `is_selective`: <= max(2000, 5% of the catalog)) → exact numpy scan of those rows; otherwise
+    over-fetch k / selectivity * 2 from the backend, keep allowed rows, double while short, and
+    scan exactly once the fetch would exceed 10% of the catalog (MAX_FETCH_FRACTION) or 1/8 of
+    the allowed rows (SCAN_COST_RATIO).
     """
     space = check_space(space or backend.space)
     n = vectors.shape[0]

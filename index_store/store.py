@@ -158,6 +158,8 @@ def clean_versions(root: Path, keep: int = KEEP_VERSIONS) -> list[str]:
     """Delete all but the newest `keep` versions (never the current one) and stale .tmp folders;
     returns the deleted names."""
     versions = Path(root) / VERSIONS
+    if not versions.is_dir():
+        return []
     current = current_version(root)
     finished = sorted(p for p in versions.iterdir() if p.is_dir() and p.suffix != ".tmp")
     doomed = [p for p in finished[: max(len(finished) - keep, 0)] if p.name != current]

@@ -5,7 +5,4 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from tests.fixtures_demo import demo_env  # noqa: E402,F401
-try:
-    from tests.fixtures_http import http_server  # noqa: E402,F401
-except ImportError:  # TEMP while fixtures_http is written
-    pass
+from tests.fixtures_http import http_server  # noqa: E402,F401

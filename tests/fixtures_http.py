@@ -241,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def redirect_chain(self, rest: str, *_: object) -> None:
         remaining = int(rest)
-        self.redirect(f"/redirect/{remaining - 1}" if remaining > 0 else "/img/red.jpg")
+        self.redirect(f"/redirect/{remaining - 1}" if remaining > 1 else "/img/red.jpg")
 
     def page(self, kind: str, *_: object) -> None:
         host, port = self.server.server_address[:2]

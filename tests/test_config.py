@@ -57,7 +57,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch)
     ({"backend": "faiss"}, "backend: must be one of 'nmslib' or 'exact', got 'faiss'"),
     ({"model.batch_size": "big"}, "model.batch_size: Input should be a valid integer"),
     ({"model.input_size": 8}, "model.input_size: must be >= 16, got 8"),
-    ({"paths.images_dataframe_path": DELETE}, "paths.images_dataframe_path: required key is missing"),
+    ({"paths.images_dataframe_path": DELETE},
+     "paths.images_dataframe_path: required key is missing"),
     ({"ann_index.query_time.ef_search": 10}, "ann_index.query_time.ef_search: unknown key; "
                                              "allowed here: efSearch"),
     ({"training.tasks": [{"column": "nope"}]},

@@ -2,7 +2,10 @@
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +22,7 @@ from index_store.store import (
     fingerprint_diff,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 N, DIM = 600, 16
 INDEX_PARAMS = {"M": 12, "efConstruction": 80, "indexThreadQty": 2, "post": 0}
 
@@ -288,3 +292,23 @@ def test_items_must_align_with_vectors():
         IndexStore.build(vectors[:-1], items, backend="exact")
     with pytest.raises(ValueError, match="'id'"):
         IndexStore.build(vectors, items.drop(columns="id"), backend="exact")
+
+
+def test_mixed_item_columns_are_stored_as_text(tmp_path):
+    vectors, items = catalog()
+    items["mixed"] = pd.Series([1 if i % 2 else "x" for i in range(N)], dtype=object)
+    items.loc[0, "mixed"] = None
+    IndexStore.build(vectors, items, backend="exact").save(tmp_path)
+    loaded = IndexStore.load(tmp_path)
+    assert loaded.items["mixed"].iloc[1] == "1" and pd.isna(loaded.items["mixed"].iloc[0])
+    assert (loaded.search(vectors[0], 3, filters={"mixed": ["1"]})["mixed"] == "1").all()
+
+
+def test_package_never_imports_torch_or_vectorizer():
+    code = ("import sys, index_store, index_store.store, index_store.evaluate, "
+            "index_store.vector_cache\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'vectorizer')]\n"
+            "sys.exit(', '.join(bad) or None)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""The multitask model, its vector hook, labels, checkpoints, training determinism and the encoder."""
+"""The multitask model, its hook, labels, checkpoints, training determinism and the encoder."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Read and validate the catalog table; import the Kaggle fashion layout (`python -m vectorizer.catalog`)."""
+"""Read and validate the catalog table; import the Kaggle layout (`-m vectorizer.catalog`)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def read_table(table_path: Path) -> pd.DataFrame:
 
 
 def load_catalog(config: AppConfig) -> pd.DataFrame:
-    """Load the table, check columns and ids, and add `image_ref`: a resolved local path or a URL."""
+    """Load and check the table; add `image_ref`: a resolved local path or a URL."""
     table_path = Path(config.paths.images_dataframe_path)
     if not table_path.is_file():
         raise ConfigError(f"paths.images_dataframe_path: file not found: {table_path}")
@@ -59,8 +59,10 @@ def load_catalog(config: AppConfig) -> pd.DataFrame:
 
 def check_columns(table: pd.DataFrame, config: AppConfig) -> None:
     frame = config.dataframe
-    wanted = {"dataframe.id_field": [frame.id_field], "dataframe.name_field": [frame.name_field],
-              "dataframe.path_field": [frame.path_field], "dataframe.label_fields": frame.label_fields}
+    wanted = {"dataframe.id_field": [frame.id_field],
+              "dataframe.name_field": [frame.name_field],
+              "dataframe.path_field": [frame.path_field],
+              "dataframe.label_fields": frame.label_fields}
     if frame.product_url_field:
         wanted["dataframe.product_url_field"] = [frame.product_url_field]
     for key, columns in wanted.items():
@@ -105,7 +107,7 @@ def resolve_ref(image_path: str, table_dir: Path) -> str:
 
 
 def localize_images(items: pd.DataFrame, config: AppConfig) -> tuple[list[str], list[str]]:
-    """A local file per item (URLs downloaded once into the image cache) and a reason per failure."""
+    """A local file per item (URLs downloaded once into the cache) and a reason per failure."""
     refs = items["image_ref"].tolist()
     paths, reasons = list(refs), ["" if ref else "no image path" for ref in refs]
     url_rows = [row for row, ref in enumerate(refs) if ref and is_url(ref)]

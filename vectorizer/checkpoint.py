@@ -1,4 +1,4 @@
-"""Save and safely load the model checkpoint: weights plus everything needed to rebuild model and preprocessing."""
+"""Save and safely load checkpoints: weights plus all that rebuilds model and preprocessing."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def load_checkpoint(path: Path) -> tuple[MultiTaskNet, dict]:
                               "`python -m vectorizer.train --config <config>`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means an unusable file
+    except Exception as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
     meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
     missing = [key for key in REQUIRED_META if key not in meta]

@@ -41,6 +41,9 @@ class Encoder:
         self.classes: dict[str, list[str]] = meta["tasks"]
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.hook = VectorHook(self.model, meta["layer_to_get_input"])
+        mean = meta.get("vector_mean")
+        self.vector_mean = torch.tensor(mean, dtype=torch.float32, device=self.device) \
+            if mean else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -60,7 +63,10 @@ class Encoder:
         batch = images.to(self.device).contiguous(memory_format=torch.channels_last)
         with self._lock, torch.inference_mode(), autocast(self.device, self.precision):
             logits = self.model(batch)
-            vectors = torch.nn.functional.normalize(self.hook.vector.float(), dim=1)
+            vectors = self.hook.vector.float()
+            if self.vector_mean is not None:
+                vectors = vectors - self.vector_mean
+            vectors = torch.nn.functional.normalize(vectors, dim=1)
         probabilities = {task: torch.softmax(value.float(), dim=1).cpu().numpy()
                          for task, value in logits.items()}
         return vectors.cpu().numpy().astype(np.float32), probabilities
@@ -78,16 +84,6 @@ class Encoder:
                 best = np.argsort(-scores)[:top]
                 predictions[row][task] = [(self.classes[task][i], float(scores[i])) for i in best]
         return predictions
-
-    def predict_from_vector(self, vector: np.ndarray, top: int = 3) -> Prediction:
-        """Top classes from a stored vector: the heads take the vector as their input."""
-        if self.meta["layer_to_get_input"] != "heads" or self.meta["head_type"] != "cosine":
-            return {}
-        with self._lock, torch.inference_mode():
-            logits = self.model.heads(torch.from_numpy(np.asarray(vector, np.float32))[None])
-        probabilities = {task: torch.softmax(value.float(), dim=1).numpy()
-                         for task, value in logits.items()}
-        return self.top_predictions(probabilities, top)[0]
 
     def embed_paths(self, paths: list[str], *, batch_size: int, workers: int, max_pixels: int,
                     progress: str | None = None) -> tuple[np.ndarray, list[str]]:

@@ -220,7 +220,8 @@ def _connect_first(conn: HTTPConnection, addresses: list[str], policy: AddressPo
             sock.close()
             raise BlockedAddressError(conn.host, peer)
         return sock
-    raise NewConnectionError(conn, f"Failed to establish a new connection: {last_error}")
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {last_error}"
+                             ) from last_error
 
 
 class _GuardedHTTPConnection(HTTPConnection):
@@ -273,7 +274,7 @@ def make_session(settings: DownloadConfig, policy: AddressPolicy | None = None,
 # ---------------------------------------------------------------- messages
 
 def _megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.0f} KB"
+    return f"{size / 1_000_000:.1f} MB" if size >= 1_000_000 else f"{size / 1000:.0f} KB"
 
 
 def http_error(status: int, reason: str = "") -> FetchError:
@@ -334,8 +335,10 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         pending.extend(item for item in nested if isinstance(item, BaseException))
 
 
-def _find(error: BaseException, kind: type[BaseException]) -> BaseException | None:
-    return next((cause for cause in _causes(error) if isinstance(cause, kind)), None)
+def _find(error: BaseException, kind: type[BaseException],
+          unless: type[BaseException] | None = None) -> BaseException | None:
+    return next((cause for cause in _causes(error) if isinstance(cause, kind)
+                 and not (unless and isinstance(cause, unless))), None)
 
 
 def network_error(error: BaseException, url: str, settings: DownloadConfig) -> FetchError:
@@ -347,7 +350,10 @@ def network_error(error: BaseException, url: str, settings: DownloadConfig) -> F
     if _find(error, NameResolutionError) or _find(error, socket.gaierror):
         return FetchError("dns", f"The web address {host} could not be found (DNS lookup failed). "
                           "Check the link for typos.")
-    if isinstance(error, requests.ConnectTimeout) or _find(error, ConnectTimeoutError):
+    if _find(error, ConnectionRefusedError):
+        return FetchError("connection", f"Could not connect to {host} (connection refused). "
+                          "Check the link, or try again later.")
+    if _find(error, ConnectTimeoutError, unless=NewConnectionError):
         return FetchError("timeout", f"{host} did not accept a connection within "
                           f"{settings.connect_timeout_s:g} s. {ADVICE_UPLOAD}")
     if (isinstance(error, requests.Timeout) or _find(error, ReadTimeoutError)
@@ -361,16 +367,16 @@ def network_error(error: BaseException, url: str, settings: DownloadConfig) -> F
                   | requests.exceptions.MissingSchema | requests.exceptions.InvalidHeader):
         return FetchError("bad_url", f"This link cannot be used ({error}). Paste the full link, "
                           "starting with https://.")
-    if _find(error, ConnectionRefusedError):
-        return FetchError("connection", f"Could not connect to {host} (connection refused). "
-                          "Check the link, or try again later.")
     if _find(error, ProtocolError) or isinstance(error, requests.exceptions.ChunkedEncodingError):
         return FetchError("connection", f"The connection to {host} broke off during the "
                           f"download. {ADVICE_UPLOAD}")
     if _find(error, DecodeError):
         return FetchError("bad_response", f"{host} sent data that could not be decoded. "
                           "Try another link.")
-    return FetchError("connection", f"Could not connect to {host} ({type(error).__name__}). "
+    os_error = next((cause for cause in _causes(error)
+                     if isinstance(cause, OSError) and cause.strerror), None)
+    detail = os_error.strerror.lower() if os_error else type(error).__name__
+    return FetchError("connection", f"Could not connect to {host} ({detail}). "
                       "Check the link, or try again later.")
 
 
@@ -441,6 +447,7 @@ def _request(session: requests.Session, url: str, settings: DownloadConfig,
     except FetchError:
         raise
     except (requests.RequestException, BlockedAddressError, OSError) as error:
+        deadline.remaining()  # a timeout cut short by the total deadline reports the deadline
         raise network_error(error, url, settings) from None
 
 
@@ -467,6 +474,7 @@ def read_body(response: requests.Response, settings: DownloadConfig, deadline: D
         try:
             chunk = response.raw.read1(CHUNK_BYTES, decode_content=True)
         except (OSError, ReadTimeoutError, ProtocolError, DecodeError) as error:
+            deadline.remaining()
             raise network_error(error, response.url, settings) from None
         if not chunk:
             return b"".join(chunks)
@@ -775,7 +783,7 @@ def download_catalog_images(urls: list[str], cache_dir: Path, settings: Download
     if todo:
         results.update(_download_all(todo, cache_dir, settings, progress))
     failed = [result for result in results.values() if result.status == "failed"]
-    log.info("catalog images: %d cached, %d downloaded, %d failed", len(urls) - len(todo),
+    log.info("catalog images: %d cached, %d downloaded, %d failed", len(results) - len(todo),
              len(todo) - len(failed), len(failed))
     for result in failed[:5]:
         log.warning("image download failed: %s: %s", result.url, result.reason)

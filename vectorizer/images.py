@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import threading
 import warnings
@@ -21,6 +22,14 @@ ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
 # warnings.catch_warnings() swaps process-wide state; serialise our (header-only) Image.open calls.
 _OPEN_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:  # a forked DataLoader worker must not inherit a held lock
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class ImageError(Exception):

@@ -30,7 +30,7 @@ def class_lists(items: pd.DataFrame, tasks: list[TaskConfig]) -> tuple[dict, dic
 
 
 def encode_labels(items: pd.DataFrame, classes: dict[str, list[str]]) -> np.ndarray:
-    """Integer targets [n_items, n_tasks]; -1 where the label is missing or its class was dropped."""
+    """Integer targets [n_items, n_tasks]; -1 where the label is missing or dropped."""
     targets = np.full((len(items), len(classes)), -1, dtype=np.int64)
     for column_index, (task, names) in enumerate(classes.items()):
         lookup = {name: index for index, name in enumerate(names)}

@@ -1,4 +1,4 @@
-"""The multitask classifier: a torchvision backbone, an optional embedding layer, one head per task."""
+"""The multitask classifier: torchvision backbone, optional embedding layer, a head per task."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     """A torchvision classification model with its final classifier replaced by Identity."""
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
-        raise ModelError(f"model.backbone: unknown backbone '{name}'; allowed: {', '.join(available)}")
+        raise ModelError(
+            f"model.backbone: unknown backbone '{name}'; allowed: {', '.join(available)}")
     network = torchvision.models.get_model(name, weights=None)
     classifier_name, classifier = last_linear(network)
     parent_name, _, attribute = classifier_name.rpartition(".")
@@ -108,7 +109,7 @@ class VectorHook:
 
 
 def load_pretrained_backbone(model: MultiTaskNet, backbone: str, weights: str | None) -> str:
-    """Load ImageNet weights from a file or torch's local cache; fall back to random init offline."""
+    """Load ImageNet weights from a file or torch's cache; offline, fall back to random init."""
     if not weights:
         return "random init"
     path = weights

@@ -1,4 +1,4 @@
-"""The one definition of image preprocessing, stored with the model and used by training, indexing and queries."""
+"""The one image preprocessing, stored with the model; training, indexing, queries use it."""
 
 from __future__ import annotations
 

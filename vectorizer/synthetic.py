@@ -1,4 +1,4 @@
-"""Generate the offline demo catalog: synthetic product shots with garment, colour and pattern labels."""
+"""Generate the offline demo catalog: synthetic shots labelled garment, colour, pattern."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Train the multitask classifier: `python -m vectorizer.train --config CFG [--epochs N] [--limit N]`."""
+"""Train the multitask classifier: `python -m vectorizer.train --config CFG [--epochs N]`."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from config import AppConfig, ConfigError, load_config
 from vectorizer.augment import augment
-from vectorizer.catalog import CatalogError, load_catalog
-from vectorizer.checkpoint import CheckpointError, save_checkpoint
+from vectorizer.catalog import CatalogError, load_catalog, localize_images
+from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vectorizer.dataset import load_all
 from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
-from vectorizer.catalog import localize_images
+from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
 from vectorizer.model import ModelError, MultiTaskNet, load_pretrained_backbone
 from vectorizer.preprocess import Preprocess
@@ -45,7 +45,7 @@ def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
 def stored_identity(path: Path) -> dict | None:
     try:
         meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-    except Exception:  # noqa: BLE001 - unreadable means "not reusable"
+    except Exception:
         return None
     return meta.get("identity")
 
@@ -68,9 +68,10 @@ class Trainer:
         self.train_rows = self.rows_of("train")
         self.val_rows = self.rows_of("val")
         self.weights = [task.weight for task in training.tasks]
-        self.model = MultiTaskNet(config.model.backbone, {t: len(c) for t, c in self.classes.items()},
-                                  config.model.embedding_dim, config.model.head_type,
-                                  self.preprocess.mean, self.preprocess.std)
+        self.model = MultiTaskNet(
+            config.model.backbone, {task: len(names) for task, names in self.classes.items()},
+            config.model.embedding_dim, config.model.head_type,
+            self.preprocess.mean, self.preprocess.std)
         self.init_note = load_pretrained_backbone(self.model, config.model.backbone,
                                                   config.model.pretrained_weights)
         self.model.to(self.device, memory_format=torch.channels_last)
@@ -207,7 +208,9 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
     trainer = Trainer(config, items, epochs, progress)
     model_path = Path(config.paths.trained_model_path)
     state = load_resume(resume_path(model_path), trainer) if not fresh else None
-    start, history, best = (state["epoch"], state["history"], state["best"]) if state else (0, [], -1)
+    start, history, best = (0, [], -1.0)
+    if state:
+        start, history, best = state["epoch"], state["history"], state["best"]
     for epoch in range(start, epochs):
         began = time.perf_counter()
         train_loss = trainer.train_epoch(epoch)
@@ -221,7 +224,28 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
             save_checkpoint(model_path, trainer.model, {**trainer.meta(history), "best": record})
         save_resume(resume_path(model_path), trainer, epoch + 1, history, best)
     resume_path(model_path).unlink(missing_ok=True)
-    return trainer.meta(history)
+    return add_vector_mean(model_path, trainer.images, trainer.train_rows)
+
+
+def add_vector_mean(model_path: Path, images: torch.Tensor, rows: torch.Tensor) -> dict:
+    """Store the mean training vector in the checkpoint; the encoder subtracts it.
+
+    Penultimate features are mostly non-negative, so raw cosine distances crowd near 0;
+    centring spreads them over their range and makes the similarity bands meaningful.
+    """
+    model, meta = load_checkpoint(model_path)
+    encoder = Encoder(model, {**meta, "vector_mean": None}, "", "fp32")
+    sums, count = None, 0
+    for start in range(0, len(rows), 512):
+        batch = images[rows[start:start + 512]]
+        with torch.inference_mode():
+            encoder.model(batch.contiguous(memory_format=torch.channels_last))
+            raw = encoder.hook.vector.float().sum(0)
+        sums = raw if sums is None else sums + raw
+        count += len(batch)
+    meta["vector_mean"] = (sums / max(count, 1)).tolist() if sums is not None else None
+    save_checkpoint(model_path, model, meta)
+    return meta
 
 
 def format_scores(scores: dict[str, dict[str, float]]) -> str:
@@ -279,7 +303,9 @@ def _main(argv: list[str] | None = None) -> int:
     except (ConfigError, CatalogError, CheckpointError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"saved {config.paths.trained_model_path}: best epoch {meta['history'] and max(meta['history'], key=lambda r: mean_accuracy(r['val']))['epoch']}, {format_scores(meta['metrics'].get('val', {}))}")
+    best = meta.get("best", {})
+    print(f"saved {config.paths.trained_model_path}: best epoch {best.get('epoch')}, "
+          f"{format_scores(best.get('val', {}))}")
     return 0
 
 
