@@ -1,0 +1,107 @@
+"""Vectorization throughput (files → vectors) against pure forward speed; latency; bf16."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import load_config
+from vectorizer.catalog import load_catalog
+from vectorizer.dataset import load_all
+from vectorizer.device import bf16_supported
+from vectorizer.encoder import Encoder
+from vectorizer.images import open_image
+
+
+def end_to_end(encoder: Encoder, paths: list[str], config) -> float:
+    began = time.perf_counter()
+    encoder.embed_paths(paths, batch_size=config.model.batch_size,
+                        workers=config.model.num_workers, max_pixels=config.download.max_pixels)
+    return len(paths) / (time.perf_counter() - began)
+
+
+def forward_only(encoder: Encoder, images: torch.Tensor, batch_size: int) -> float:
+    encoder.forward(images[:batch_size])
+    began = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        encoder.forward(images[start:start + batch_size])
+    return len(images) / (time.perf_counter() - began)
+
+
+def single_latency(encoder: Encoder, paths: list[str], max_pixels: int) -> dict:
+    blobs = [Path(p).read_bytes() for p in paths]
+    seconds = []
+    for blob in blobs:
+        began = time.perf_counter()
+        encoder.embed_images([open_image(blob, max_pixels)])
+        seconds.append(time.perf_counter() - began)
+    ms = np.array(seconds[1:]) * 1000
+    return {"single_p50_ms": float(np.percentile(ms, 50)),
+            "single_p99_ms": float(np.percentile(ms, 99))}
+
+
+def bf16_fidelity(encoder: Encoder, images: torch.Tensor) -> dict:
+    fp32, _ = Encoder(encoder.model, encoder.meta, "", "fp32").forward(images)
+    bf16, _ = Encoder(encoder.model, encoder.meta, "", "bf16").forward(images)
+    cosine = np.sum(fp32 * bf16, axis=1)
+    return {"bf16_supported": bf16_supported(torch.device("cpu")),
+            "bf16_cosine_min": float(cosine.min()), "bf16_cosine_mean": float(cosine.mean())}
+
+
+def input_size_sweep(backbone: str, batch_size: int, sizes=(64, 96, 128, 224)) -> dict:
+    """Forward img/s of the backbone at several input sizes (random weights: speed only)."""
+    model = torchvision.models.get_model(backbone).eval().to(memory_format=torch.channels_last)
+    speeds = {}
+    for size in sizes:
+        batch = torch.randn(batch_size, 3, size, size).contiguous(
+            memory_format=torch.channels_last)
+        with torch.inference_mode():
+            model(batch)
+            began = time.perf_counter()
+            model(batch)
+            model(batch)
+        speeds[str(size)] = round(2 * batch_size / (time.perf_counter() - began), 1)
+    return speeds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="config/fashion.yml")
+    parser.add_argument("--limit", type=int, default=None, help="images (default: whole catalog)")
+    parser.add_argument("--quick", action="store_true", help="2,000 images, short sweeps")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    encoder = Encoder.from_config(config)
+    limit = 2000 if args.quick else args.limit
+    paths = load_catalog(config)["image_ref"].tolist()[:limit]
+    images, _ = load_all(paths, encoder.preprocess, batch_size=256,
+                         workers=config.model.num_workers, max_pixels=config.download.max_pixels)
+    result = {"images": len(paths), "backbone": encoder.meta["backbone"],
+              "input_size": encoder.preprocess.input_size, "precision": encoder.precision,
+              "threads": torch.get_num_threads()}
+    result["forward_only_img_s"] = round(forward_only(encoder, images, config.model.batch_size), 1)
+    result["end_to_end_img_s"] = round(end_to_end(encoder, paths, config), 1)
+    result["ratio"] = round(result["end_to_end_img_s"] / result["forward_only_img_s"], 3)
+    result["catalog_44k_seconds_at_end_to_end"] = round(44072 / result["end_to_end_img_s"], 1)
+    result.update(single_latency(encoder, paths[:60 if args.quick else 300],
+                                 config.download.max_pixels))
+    result.update(bf16_fidelity(encoder, images[:64 if args.quick else 256]))
+    result["input_size_forward_img_s"] = input_size_sweep(
+        encoder.meta["backbone"], 64 if args.quick else config.model.batch_size)
+    result["training_epoch_seconds"] = [r.get("seconds") for r in encoder.meta.get("history", [])]
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
