@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -14,7 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from config import AppConfig, ConfigError, load_config
-from index_store.base import IndexStoreError
+from index_store.base import IndexStoreError, file_sha256
 from index_store.store import IndexStore
 from vectorizer.catalog import is_url
 from vectorizer.checkpoint import CheckpointError
@@ -24,13 +23,6 @@ from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def index_fingerprint(config: AppConfig, encoder: Encoder) -> dict:

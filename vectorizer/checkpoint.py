@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -55,12 +54,6 @@ def load_checkpoint(path: Path) -> tuple[MultiTaskNet, dict]:
     return model.eval(), meta
 
 
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_config_matches(config: AppConfig, meta: dict, path: Path) -> None:

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from config import AppConfig
-from vectorizer.checkpoint import check_config_matches, file_checksum, load_checkpoint
+from index_store.base import file_sha256
+from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.dataset import iterate_batches
 from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
 from vectorizer.model import MultiTaskNet, VectorHook
@@ -52,7 +53,7 @@ class Encoder:
         model, meta = load_checkpoint(path)
         check_config_matches(config, meta, path)
         set_threads(config.model.num_threads)
-        return cls(model, meta, file_checksum(path), config.model.precision)
+        return cls(model, meta, file_sha256(path), config.model.precision)
 
     @property
     def dim(self) -> int:
