@@ -18,6 +18,7 @@ from config import AppConfig, ConfigError, load_config
 from index_store.base import IndexStoreError, exact_distances
 from index_store.evaluate import latency_summary, recall_at_k, retrieval_metrics
 from index_store.store import IndexStore, current_version
+from index_store.tune import tune_saved_index
 from index_store.vector_cache import VectorCache
 from search import index_fingerprint
 from vectorizer.catalog import CatalogError, load_catalog, localize_images
@@ -240,6 +241,20 @@ def print_summary(summary: dict) -> None:
               f"({metrics['queries']} queries: {metrics['query_source']})")
 
 
+def run_tune(config: AppConfig, args: argparse.Namespace) -> int:
+    """--tune: grid-search HNSW settings on the built index's vectors, print table and YAML."""
+    ann = config.ann_index
+    report = tune_saved_index(
+        Path(config.paths.ann_index_path), ann.init_time.space, target_recall=args.target_recall,
+        quick=args.quick, k=ann.k, threads=ann.index_time.indexThreadQty,
+        current={"M": ann.index_time.M, "efConstruction": ann.index_time.efConstruction,
+                 "efSearch": ann.query_time.efSearch},
+        config_path=config.config_path,
+        progress=None if args.quiet or args.json else lambda line: print(line, file=sys.stderr))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
+    return 0
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python build_index.py", description=__doc__)
     parser.add_argument("--config", type=Path, default=None)
@@ -247,13 +262,22 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="ignore the vector cache")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--tune", action="store_true",
+                        help="grid-search HNSW settings on the built index's vectors (no rebuild)")
+    parser.add_argument("--target-recall", type=float, default=0.99,
+                        help="with --tune: the recall@k to reach (default 0.99)")
+    parser.add_argument("--quick", action="store_true", help="with --tune: a small grid")
     args = parser.parse_args(argv)
+    if not 0 < args.target_recall <= 1:
+        parser.error("--target-recall must be in (0, 1]")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         if args.dry_run:
             print(json.dumps(dry_run(config), indent=2))
             return 0
+        if args.tune:
+            return run_tune(config, args)
         summary = build(config, rebuild=args.rebuild, quiet=args.quiet or args.json)
     except (ConfigError, CatalogError, CheckpointError, IndexStoreError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -48,6 +48,7 @@ class Found(NamedTuple):
     title: str
     about: str           # what the query was, kept with shortlisted results
     item_query: bool     # searched with a catalog product (the product is shown, not announced)
+    note: str = ""       # e.g. where on a product page the image was found (Markdown-escaped)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -69,6 +70,8 @@ def config_path_from_args(argv: list[str] | None = None) -> Path:
 
 
 def file_digest(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as error:
@@ -186,7 +189,7 @@ def cached_service(path: str, digest: str, version: str | None) -> SearchService
     return SearchService.load(cached_config(path, digest))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
 def fetch_url(url: str, download_settings: str, _config: AppConfig) -> tuple[bytes, str]:
     """Content and resolved image URL of a pasted link (cached per link and download settings)."""
     fetched = fetch_image(url, _config.download)
@@ -370,12 +373,12 @@ def shortlist_panel(label_fields: list[str]) -> None:
         st.caption("Add results with “Add to shortlist”, then download them as a CSV.")
         return
     st.dataframe(pd.DataFrame(rows)[["id", "name"]], hide_index=True, width="stretch")
-    left, right = st.columns(2)
-    left.download_button("Download CSV", shortlist_csv(rows, label_fields),
-                         file_name="shortlist.csv", mime="text/csv", key="shortlist_csv",
-                         icon=":material/download:", on_click="ignore", width="stretch")
-    right.button("Clear", key="shortlist_clear", width="stretch",
-                 on_click=lambda: st.session_state["shortlist"].clear())
+    st.download_button("Download CSV", shortlist_csv(rows, label_fields),
+                       file_name="shortlist.csv", mime="text/csv", key="shortlist_csv",
+                       icon=":material/download:", on_click="ignore", type="primary",
+                       width="stretch")
+    st.button("Clear shortlist", key="shortlist_clear", type="tertiary",
+              on_click=lambda: st.session_state["shortlist"].clear())
 
 
 # ---------------------------------------------------------------- search page
@@ -428,7 +431,8 @@ def gallery(service: SearchService) -> None:
                              strict=False):
             item = service.items.iloc[row]
             with cell, st.container(border=True):
-                show_thumbnail(item_thumbnail(service, item.get("image_file")))
+                show_thumbnail(item_thumbnail(service, item.get("image_file")),
+                               f"Example: {item['name']}")
                 st.caption(md(item["name"]))
                 st.button("Search", key=f"example_{item['id']}", width="stretch",
                           on_click=search_with_item, args=(str(item["id"]),))
@@ -442,9 +446,10 @@ def run_query(service: SearchService, service_key: str, query: dict, k: int,
         return None
     if query["kind"] == "item":
         return run_item_query(service, service_key, query["value"], k, filters)
-    content = query_content(service, query)
-    if content is None:
+    loaded = query_content(service, query)
+    if loaded is None:
         return None
+    content, note = loaded
     digest = hashlib.sha256(content).hexdigest()
     try:
         with st.spinner("Searching…"):
@@ -455,8 +460,8 @@ def run_query(service: SearchService, service_key: str, query: dict, k: int,
                     "Use a JPEG, PNG, WebP or GIF photo.")
     thumbnail = content_thumbnail(digest, content, service.config.download.max_pixels)
     if query["kind"] == "upload":
-        return Found(response, thumbnail, "Your photo", f"upload {query['value']}", False)
-    return Found(response, thumbnail, "Linked image", query["value"], False)
+        return Found(response, thumbnail, "Your photo", f"upload {query['value']}", False, note)
+    return Found(response, thumbnail, "Linked image", query["value"], False, note)
 
 
 def fail(query: dict, message: str) -> None:
@@ -465,20 +470,23 @@ def fail(query: dict, message: str) -> None:
     st.error(message, icon=":material/error:")
 
 
-def query_content(service: SearchService, query: dict) -> bytes | None:
+def query_content(service: SearchService, query: dict) -> tuple[bytes, str] | None:
+    """The query image's bytes and where they came from (a note), or None after a message."""
     if query["kind"] == "upload":
         upload = st.session_state.get("upload")
         if upload is None:
             st.info("Upload the photo again to search with it.")
             return None
-        return upload.getvalue()
+        return upload.getvalue(), f"Uploaded file {md(upload.name)}"
     settings = service.config.download.model_dump_json()
     try:
         with st.spinner("Downloading the image…"):
-            content, _image_url = fetch_url(query["value"], settings, service.config)
+            content, image_url = fetch_url(query["value"], settings, service.config)
     except FetchError as error:
         return fail(query, str(error))
-    return content
+    if image_url != query["value"]:
+        return content, f"Image found at {md(image_url)}"
+    return content, ""
 
 
 def run_item_query(service: SearchService, service_key: str, item_id: str, k: int,
@@ -499,7 +507,7 @@ def show_query(found: Found) -> None:
     response = found.response
     picture, text = st.columns([1, 4], gap="medium")
     with picture:
-        show_thumbnail(found.thumbnail)
+        show_thumbnail(found.thumbnail, "Query image")
     with text:
         st.subheader(found.title)
         item = response.same_product
@@ -509,6 +517,8 @@ def show_query(found: Found) -> None:
             st.markdown(f"Predicted: {predicted_line(response.predicted)}")
             st.caption("The model's attribute guesses for this image; ✓ on a result marks "
                        "a matching attribute.")
+        if found.note:
+            st.caption(found.note)
     if response.same_product and not found.item_query:
         same = response.same_product
         st.info(f"This is product {md(same.get('id', ''))}: {md(same.get('name', ''))}",
@@ -541,7 +551,8 @@ def result_card(service: SearchService, item: dict, top: dict[str, str],
     label_fields = service.config.dataframe.label_fields
     item_id = str(item["id"])
     with st.container(border=True):
-        show_thumbnail(item_thumbnail(service, item.get("image_file")))
+        show_thumbnail(item_thumbnail(service, item.get("image_file")),
+                       f"Result: {item.get('name', '')}")
         st.markdown(f"**{md(item.get('name', ''))}**")
         st.caption(f"id {md(item_id)} · distance {float(item['distance']):.3f}")
         st.badge(str(item.get("band", "")), color=BAND_COLORS.get(item.get("band"), "gray"))
@@ -561,11 +572,12 @@ def result_card(service: SearchService, item: dict, top: dict[str, str],
                   args=(shortlist_row(item, label_fields, query),))
 
 
-def show_thumbnail(thumbnail: bytes | None) -> None:
+def show_thumbnail(thumbnail: bytes | None, alt: str) -> None:
+    """A cached thumbnail; `alt` (plain text, never markup) describes it for screen readers."""
     if thumbnail is None:
         st.caption(":material/hide_image: image unavailable")
     else:
-        st.image(thumbnail, width="stretch")
+        st.image(thumbnail, width="stretch", alt=alt)
 
 
 # ---------------------------------------------------------------- report page
@@ -575,9 +587,11 @@ def report_page(service: SearchService, service_key: str) -> None:
     manifest = service.store.manifest or {}
     metrics = manifest.get("metrics") or {}
     st.title("Index report")
+    model = manifest.get("model") or {}
     st.caption(f"Index version {md(manifest.get('version', '?'))}, built "
                f"{md(manifest.get('built_at', '?'))} with config "
-               f"{md(manifest.get('config_path', '?'))}.")
+               f"{md(manifest.get('config_path', '?'))}; model {md(model.get('backbone', '?'))}, "
+               f"checksum {md(str(model.get('checksum', '?'))[:12])}.")
     report_numbers(manifest, metrics)
     tasks = metrics.get("tasks") or {}
     if not tasks:
@@ -608,29 +622,29 @@ def report_numbers(manifest: dict, metrics: dict) -> None:
     counts = manifest.get("counts") or {}
     model = manifest.get("model") or {}
     latency = metrics.get("latency") or {}
-    first = st.columns(4)
     indexed = counts.get("items_indexed", manifest.get("n_items", 0))
-    first[0].metric("Products indexed", f"{indexed:,}",
-                    help=f"of {counts.get('items_in_catalog', '?')} catalog rows")
-    first[1].metric("Skipped items", f"{counts.get('items_skipped', 0):,}",
-                    help="Rows whose image could not be read (see skipped.csv).")
-    first[2].metric("Model", str(model.get("backbone", "?")),
-                    help=f"checksum {str(model.get('checksum', '?'))[:12]}")
+    first = st.columns(4)
+    first[0].metric("Catalog items", f"{counts.get('items_in_catalog', indexed):,}")
+    first[1].metric("Indexed", f"{indexed:,}")
+    first[2].metric("Skipped items", f"{counts.get('items_skipped', 0):,}",
+                    help="Rows whose image could not be read (listed in skipped.csv).")
     first[3].metric("Built", str(manifest.get("built_at", "?"))[:10])
     second = st.columns(4)
+    second[0].metric("Model", str(model.get("backbone", "?")),
+                     help=f"checksum {str(model.get('checksum', '?'))[:12]}")
     recall = metrics.get("recall_at_k")
-    second[0].metric(f"Index recall@{metrics.get('recall_k', 'k')}",
+    second[1].metric(f"Index recall@{metrics.get('recall_k', 'k')}",
                      "?" if recall is None else f"{recall:.3f}",
                      help="Share of the exact nearest neighbours the index returns.")
-    second[1].metric("Search latency p50", f"{latency.get('p50_ms', 0):.2f} ms")
-    second[2].metric("Search latency p99", f"{latency.get('p99_ms', 0):.2f} ms")
-    second[3].metric("Model checksum", str(model.get("checksum", "?"))[:12])
+    second[2].metric("Search latency p50", f"{latency.get('p50_ms', 0):.2f} ms")
+    second[3].metric("Search latency p99", f"{latency.get('p99_ms', 0):.2f} ms")
 
 
 def bar_chart(frame: pd.DataFrame, category: str, k: object) -> alt.Chart:
     base = alt.Chart(frame).encode(
         y=alt.Y(f"{category}:N", sort="-x", title=None),
-        x=alt.X("mAP:Q", scale=alt.Scale(domain=[0, 1]), title=f"mAP@{k}"),
+        x=alt.X("mAP:Q", scale=alt.Scale(domain=[0, 1]), title=f"mAP@{k}",
+                axis=alt.Axis(format=".1f", tickCount=5)),
         tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("mAP:Q", format=".3f"),
                  alt.Tooltip("precision:Q", title=f"P@{k}", format=".3f")])
     bars = base.mark_bar(cornerRadiusEnd=3)
@@ -690,7 +704,7 @@ def map_chart(frame: pd.DataFrame, colour: str | None, label_fields: list[str]) 
         "x": alt.X("map_x:Q", axis=None), "y": alt.Y("map_y:Q", axis=None),
         "tooltip": [alt.Tooltip("name:N", title="Name"), alt.Tooltip("id:N", title="Id"),
                     *(alt.Tooltip(f"{safe[c]}:N", title=c) for c in label_fields)],
-        "opacity": alt.condition(pick, alt.value(0.85), alt.value(0.35)),
+        "opacity": alt.when(pick).then(alt.value(0.85)).otherwise(alt.value(0.35)),
     }
     if colour:
         encoding["color"] = alt.Color(f"{safe[colour]}:N", title=colour,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class NmslibHnswBackend(Backend):
         super().__init__(space, index_params, query_params)
         self._index: Any = None
         self._vectors = np.empty((0, 0), np.float32)
+        self._source_folder: Path | None = None
 
     def _new_index(self) -> Any:
         return _nmslib().init(method="hnsw", space=self.space)
@@ -108,8 +110,15 @@ class NmslibHnswBackend(Backend):
 
     def save(self, folder: Path) -> None:
         """index.bin without data (the store keeps the vectors), verified by reloading it;
-        with data when that fails. nmslib.json records sizes and sha256 for `load`."""
+        with data when that fails. nmslib.json records sizes and sha256 for `load`.
+
+        An index that was itself loaded from disk is saved by copying its verified files:
+        nmslib crashes when it re-saves a graph loaded without data.
+        """
         folder = Path(folder)
+        if self._source_folder is not None:
+            _copy_index_files(self._source_folder, folder)
+            return
         path = folder / INDEX_FILE
         save_data = not self._save_without_data(path)
         if save_data:
@@ -151,7 +160,9 @@ class NmslibHnswBackend(Backend):
         _verify(folder, meta, matrix, space)
         backend = cls(space, index_params, query_params)
         backend.dim = matrix.shape[1]
-        return backend._reload(folder / INDEX_FILE, matrix, bool(meta["save_data"]))
+        loaded = backend._reload(folder / INDEX_FILE, matrix, bool(meta["save_data"]))
+        loaded._source_folder = folder
+        return loaded
 
     @property
     def size(self) -> int:
@@ -170,6 +181,11 @@ def roundtrip_matches(backend: NmslibHnswBackend, path: Path) -> bool:
                 and np.array_equal(want.distances, got.distances)):
             return False
     return True
+
+
+def _copy_index_files(source: Path, folder: Path) -> None:
+    for path in [*_index_files(source), source / META_FILE]:
+        shutil.copyfile(path, folder / path.name)
 
 
 def _index_files(folder: Path) -> list[Path]:

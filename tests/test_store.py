@@ -312,3 +312,16 @@ def test_package_never_imports_torch_or_vectorizer():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_loaded_index_can_be_saved_again(tmp_path):
+    """nmslib crashes re-saving a graph loaded without data: the files are copied instead."""
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(400, 16)).astype(np.float32)
+    items = pd.DataFrame({"id": [str(i) for i in range(400)]})
+    IndexStore.build(vectors, items, backend="nmslib", space="cosinesimil",
+                     index_params={"M": 8, "efConstruction": 50}).save(tmp_path / "a")
+    loaded = IndexStore.load(tmp_path / "a")
+    loaded.save(tmp_path / "b")
+    again = IndexStore.load(tmp_path / "b")
+    assert again.search(vectors[3], 5)["id"].tolist() == loaded.search(vectors[3], 5)["id"].tolist()

@@ -1,0 +1,502 @@
+"""Index libraries compared on the same data: build, size, RAM, latency, QPS, recall@10, mAP@5."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from common import (
+    OUT_DIR,
+    Timer,
+    base_parser,
+    clustered_vectors,
+    emit,
+    folder_bytes,
+    holdout_split,
+    int_list,
+    latency,
+    log,
+    markdown_table,
+    nmslib_build_kind,
+    rows_matrix,
+    rss_bytes,
+    timed_queries,
+)
+
+from index_store.backends import make_backend
+from index_store.base import unit_rows
+from index_store.evaluate import recall_at_k, retrieval_metrics
+from index_store.nmslib_hnsw import INDEX_FILE
+from index_store.tune import exact_knn
+
+SPACE = "cosinesimil"
+LIBRARIES = ("nmslib", "exact", "faiss-flat", "faiss-ivfpq", "annoy", "hnswlib")
+TARGETS = (0.90, 0.95, 0.99)
+MAP_K = 5
+HNSW = {"M": 16, "efConstruction": 200}
+EF_SWEEP = (10, 20, 40, 80, 160, 320)
+ANNOY_TREES = 50
+ANNOY_SEARCH_K = (1, 2, 4, 8, 16, 32, 64)  # multiples of n_trees * k (annoy's default search_k)
+NPROBE_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+# library adapters (run inside a worker process) ------------------------------------------------
+
+
+class Adapter:
+    """One library: build over unit vectors, save, then per setting search one query at a time."""
+
+    name = ""
+
+    def __init__(self, threads: int, k: int) -> None:
+        self.threads, self.k = threads, k
+        self.params: dict = {}
+
+    def build(self, base: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> int:
+        """Write the index into folder; bytes on disk."""
+        raise NotImplementedError
+
+    def settings(self) -> list[dict]:
+        return [{}]
+
+    def apply(self, setting: dict) -> None:
+        """Switch to a query-time setting."""
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class NmslibAdapter(Adapter):
+    """The product's nmslib backend (index_store), distances and all."""
+
+    name = "nmslib"
+
+    def build(self, base: np.ndarray) -> None:
+        self.params = dict(HNSW, indexThreadQty=self.threads, post=0)
+        self.backend = make_backend("nmslib", SPACE, self.params)
+        self.backend.build(base)
+
+    def save(self, folder: Path) -> int:
+        self.backend.save(folder)
+        return sum(folder_bytes(p) for p in folder.glob(INDEX_FILE + "*"))
+
+    def settings(self) -> list[dict]:
+        return [{"efSearch": ef} for ef in EF_SWEEP]
+
+    def apply(self, setting: dict) -> None:
+        self.backend.set_query_params(**setting)
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.backend.query(query, self.k).rows
+
+
+class ExactAdapter(NmslibAdapter):
+    """The product's exact numpy backend (no index file: it scans the store's vectors.npy)."""
+
+    name = "exact"
+
+    def build(self, base: np.ndarray) -> None:
+        self.backend = make_backend("exact", SPACE)
+        self.backend.build(base)
+
+    def save(self, folder: Path) -> int:
+        return 0
+
+    def settings(self) -> list[dict]:
+        return [{}]
+
+
+class FaissFlatAdapter(Adapter):
+    name = "faiss-flat"
+
+    def build(self, base: np.ndarray) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(self.threads)
+        self.index = faiss.IndexFlatIP(base.shape[1])
+        self.index.add(base)
+
+    def save(self, folder: Path) -> int:
+        import faiss
+
+        faiss.write_index(self.index, str(folder / "faiss.index"))
+        return folder_bytes(folder / "faiss.index")
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.index.search(query[None, :], self.k)[1][0]
+
+
+class FaissIvfPqAdapter(FaissFlatAdapter):
+    """IVF with sqrt-scaled lists, PQ codes of 8 dimensions per byte; no re-ranking."""
+
+    name = "faiss-ivfpq"
+
+    def build(self, base: np.ndarray) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(self.threads)
+        n, dim = base.shape
+        nlist = int(min(max(16, 4 * math.sqrt(n)), n // 8))
+        m = _pq_subquantizers(dim)
+        self.params = {"nlist": nlist, "m": m, "nbits": 8}
+        self.quantizer = faiss.IndexFlatIP(dim)
+        self.index = faiss.IndexIVFPQ(self.quantizer, dim, nlist, m, 8,
+                                      faiss.METRIC_INNER_PRODUCT)
+        self.index.train(base)
+        self.index.add(base)
+
+    def settings(self) -> list[dict]:
+        return [{"nprobe": p} for p in NPROBE_SWEEP if p <= self.params["nlist"]]
+
+    def apply(self, setting: dict) -> None:
+        self.index.nprobe = setting["nprobe"]
+
+
+def _pq_subquantizers(dim: int) -> int:
+    """Sub-quantizers of about 8 dimensions each (a divisor of dim)."""
+    for m in range(max(1, dim // 8), dim + 1):
+        if dim % m == 0:
+            return m
+    return dim
+
+
+class AnnoyAdapter(Adapter):
+    name = "annoy"
+
+    def build(self, base: np.ndarray) -> None:
+        from annoy import AnnoyIndex
+
+        self.params = {"n_trees": ANNOY_TREES, "metric": "angular"}
+        self.index = AnnoyIndex(base.shape[1], "angular")
+        for row, vector in enumerate(base):
+            self.index.add_item(row, vector)
+        self.index.build(ANNOY_TREES, n_jobs=self.threads)
+        self.search_k = -1
+
+    def save(self, folder: Path) -> int:
+        self.index.save(str(folder / "annoy.ann"))  # the index now maps the file
+        return folder_bytes(folder / "annoy.ann")
+
+    def settings(self) -> list[dict]:
+        return [{"search_k": ANNOY_TREES * self.k * f} for f in ANNOY_SEARCH_K]
+
+    def apply(self, setting: dict) -> None:
+        self.search_k = setting["search_k"]
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return np.asarray(self.index.get_nns_by_vector(query, self.k, search_k=self.search_k))
+
+
+class HnswlibAdapter(Adapter):
+    name = "hnswlib"
+
+    def build(self, base: np.ndarray) -> None:
+        import hnswlib
+
+        self.params = {"M": HNSW["M"], "ef_construction": HNSW["efConstruction"]}
+        self.index = hnswlib.Index(space="cosine", dim=base.shape[1])
+        self.index.init_index(max_elements=len(base), M=HNSW["M"],
+                              ef_construction=HNSW["efConstruction"], random_seed=0)
+        self.index.add_items(base, np.arange(len(base)), num_threads=self.threads)
+        self.index.set_num_threads(1)
+
+    def save(self, folder: Path) -> int:
+        self.index.save_index(str(folder / "hnswlib.bin"))
+        return folder_bytes(folder / "hnswlib.bin")
+
+    def settings(self) -> list[dict]:
+        return [{"ef": ef} for ef in EF_SWEEP]
+
+    def apply(self, setting: dict) -> None:
+        self.index.set_ef(setting["ef"])
+
+    def search(self, query: np.ndarray) -> np.ndarray:
+        return self.index.knn_query(query, k=self.k)[0][0].astype(np.int64)
+
+
+ADAPTERS = {cls.name: cls for cls in (NmslibAdapter, ExactAdapter, FaissFlatAdapter,
+                                      FaissIvfPqAdapter, AnnoyAdapter, HnswlibAdapter)}
+
+
+# the worker: one library on one dataset, in its own process (clean RSS, crashes contained) -----
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    base, queries = np.load(data / "base.npy"), np.load(data / "queries.npy")
+    truth = np.load(data / "truth.npy")
+    labels = _read_labels(data)
+    adapter = ADAPTERS[args.worker](args.threads, args.k)
+    _import_library(adapter.name)
+    gc.collect()
+    before = rss_bytes()
+    with Timer() as build:
+        adapter.build(base)
+    ram = rss_bytes() - before
+    with tempfile.TemporaryDirectory(prefix="bench-idx-") as folder:
+        size = adapter.save(Path(folder))
+        sweep = [measure(adapter, setting, queries, truth, labels, args.k)
+                 for setting in adapter.settings()]
+    result = {"library": adapter.name, "params": adapter.params, "build_s": build.seconds,
+              "index_bytes": size, "ram_bytes": ram, "sweep": sweep}
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+def _import_library(name: str) -> None:
+    """Import the library before the RSS baseline, so its code is not counted as index."""
+    modules = {"faiss-flat": "faiss", "faiss-ivfpq": "faiss", "annoy": "annoy",
+               "hnswlib": "hnswlib", "nmslib": "nmslib"}
+    if name in modules:
+        __import__(modules[name])
+
+
+def _read_labels(data: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    if not (data / "base_labels.parquet").exists():
+        return None
+    return (pd.read_parquet(data / "base_labels.parquet"),
+            pd.read_parquet(data / "query_labels.parquet"))
+
+
+def measure(adapter: Adapter, setting: dict, queries: np.ndarray, truth: np.ndarray,
+            labels: tuple[pd.DataFrame, pd.DataFrame] | None, k: int) -> dict:
+    adapter.apply(setting)
+    found, seconds = timed_queries(adapter.search, queries)
+    rows = rows_matrix(found, k)
+    result = {"setting": setting, "recall": recall_at_k(rows, truth), **latency(seconds)}
+    if labels is not None:
+        pool, asked = labels
+        metrics = retrieval_metrics(asked, rows[:, :MAP_K], pool, ["label"], MAP_K)
+        result[f"map_at_{MAP_K}"] = metrics["label"]["map_at_k"]
+    return result
+
+
+# the driver: datasets, one worker per library, summary, table and plot -------------------------
+
+
+def datasets(args: argparse.Namespace):
+    """(name, vectors, labels or None) for each synthetic size, then the catalog vectors."""
+    for n in args.sizes:
+        vectors, clusters = clustered_vectors(n + args.queries, args.dim, seed=args.seed)
+        yield f"synthetic {n // 1000}k x {args.dim}", vectors, clusters.astype(str)
+    if args.vectors:
+        vectors = unit_rows(np.load(args.vectors, allow_pickle=False).astype(np.float32))
+        labels = None
+        if args.items and args.label:
+            column = pd.read_parquet(args.items, columns=[args.label])[args.label]
+            labels = column.astype("string").to_numpy(dtype=object, na_value=None)
+        yield f"catalog {Path(args.vectors).parent.name} ({len(vectors)} x {vectors.shape[1]})", \
+            vectors, labels
+
+
+def prepare(folder: Path, vectors: np.ndarray, labels: np.ndarray | None,
+            args: argparse.Namespace) -> dict:
+    """Hold out queries, compute exact ground truth, write everything the workers read."""
+    indexed, held_out = holdout_split(len(vectors), args.queries, args.seed)
+    base, queries = vectors[indexed], vectors[held_out]
+    truth, _ = exact_knn(base, queries, args.k, SPACE)
+    np.save(folder / "base.npy", base)
+    np.save(folder / "queries.npy", queries)
+    np.save(folder / "truth.npy", truth)
+    if labels is not None:
+        pd.DataFrame({"label": labels[indexed]}).to_parquet(folder / "base_labels.parquet")
+        pd.DataFrame({"label": labels[held_out]}).to_parquet(folder / "query_labels.parquet")
+    return {"n": len(base), "dim": base.shape[1], "queries": len(queries),
+            "labels": labels is not None}
+
+
+def run_library(name: str, folder: Path, args: argparse.Namespace) -> dict:
+    """One worker process; a failure (missing library, crash) becomes a skip note."""
+    result = folder / f"{name}.json"
+    command = [sys.executable, __file__, "--worker", name, "--data", str(folder),
+               "--result", str(result), "--k", str(args.k), "--threads", str(args.threads)]
+    with Timer() as took:
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not result.exists():
+        note = _failure_note(done.stderr)
+        log(f"  {name}: skipped ({note})")
+        return {"library": name, "skipped": note}
+    log(f"  {name}: done in {took.seconds:.1f} s")
+    return _with_targets(json.loads(result.read_text()))
+
+
+def _failure_note(stderr: str) -> str:
+    if "ModuleNotFoundError" in stderr or "No module named" in stderr:
+        missing = stderr.split("No module named")[-1].strip().splitlines()[0]
+        return f"not installed ({missing}); pip install -r bench/requirements.txt"
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return "failed: " + (lines[-1] if lines else "no output (crashed?)")
+
+
+def _with_targets(result: dict) -> dict:
+    """Add, per target recall, the cheapest (lowest p50) setting reaching it."""
+    result["targets"] = {}
+    for target in TARGETS:
+        reaching = [row for row in result["sweep"] if row["recall"] >= target]
+        result["targets"][f"{target:.2f}"] = (min(reaching, key=lambda r: r["p50_ms"])
+                                              if reaching else None)
+    return result
+
+
+def run_dataset(name: str, vectors: np.ndarray, labels: np.ndarray | None,
+                args: argparse.Namespace) -> dict:
+    log(f"{name}: exact ground truth, then {', '.join(args.libraries)}")
+    with tempfile.TemporaryDirectory(prefix="bench-indexes-") as tmp:
+        folder = Path(tmp)
+        info = prepare(folder, vectors, labels, args)
+        del vectors
+        libraries = [run_library(library, folder, args) for library in args.libraries]
+    return {"dataset": name, **info, "libraries": libraries}
+
+
+# reporting ------------------------------------------------------------------------------------
+
+
+def _setting_text(setting: dict | None) -> str:
+    return ", ".join(f"{key}={value}" for key, value in (setting or {}).items()) or "-"
+
+
+def table_rows(dataset: dict) -> list[list]:
+    rows = []
+    for lib in dataset["libraries"]:
+        if "skipped" in lib:
+            rows.append([lib["library"], "-", f"skipped: {lib['skipped']}"] + [None] * 8)
+            continue
+        top = max(row["recall"] for row in lib["sweep"])
+        for target, row in lib["targets"].items():
+            cost = [lib["build_s"], lib["index_bytes"] / 1e6, lib["ram_bytes"] / 1e6]
+            if row is None:
+                rows.append([lib["library"], target, f"not reached (max {top:.3f})",
+                             None, None, None, None, None, *cost])
+                continue
+            rows.append([lib["library"], target, _setting_text(row["setting"]), row["recall"],
+                         row["p50_ms"], row["p99_ms"], row["qps"], row.get(f"map_at_{MAP_K}"),
+                         *cost])
+    return rows
+
+
+HEADERS = ["library", "target", "cheapest setting", "recall@10", "p50 ms", "p99 ms",
+           "QPS (1 thread)", f"mAP@{MAP_K}", "build s", "index MB", "RAM MB"]
+
+
+def render(result: dict) -> str:
+    parts = [f"nmslib: {result['nmslib']['kind']}; queries one at a time, held out of the index",
+             "index MB: the library's saved file (nmslib's embeds the vectors; exact reads the "
+             "store's vectors.npy); RAM MB: RSS growth while building, in a fresh process"]
+    for dataset in result["datasets"]:
+        parts.append(f"### {dataset['dataset']} ({dataset['queries']} queries)\n\n"
+                     + markdown_table(HEADERS, table_rows(dataset)))
+    return "\n\n".join(parts)
+
+
+def plot(result: dict, path: Path) -> str | None:
+    """Recall vs p50 latency per library and dataset; None (and a note) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install -r bench/requirements.txt)"
+    sets = result["datasets"]
+    figure, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
+    for axis, dataset in zip(axes[0], sets, strict=True):
+        for lib in (lib for lib in dataset["libraries"] if "sweep" in lib):
+            sweep = lib["sweep"]
+            axis.plot([r["recall"] for r in sweep], [r["p50_ms"] for r in sweep], marker="o",
+                      label=lib["library"])
+        axis.set(title=dataset["dataset"], xlabel="recall@10", ylabel="p50 latency (ms)",
+                 yscale="log")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return None
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    note = plot(result, out / "indexes.png")
+    if note:
+        result["notes"].append(note)
+    else:
+        result["plot"] = str(out / "indexes.png")
+    (out / "indexes.md").write_text("# Index libraries compared\n\n" + render(result)
+                                    + ("\n\n![recall vs latency](indexes.png)\n" if not note
+                                       else "\n"))
+    result["table"] = str(out / "indexes.md")
+
+
+def summary_lines(result: dict) -> list[str]:
+    lines = []
+    for dataset in result["datasets"]:
+        for lib in dataset["libraries"]:
+            if "skipped" in lib:
+                lines.append(f"{dataset['dataset']}: {lib['library']} skipped")
+                continue
+            at = lib["targets"]["0.95"]
+            speed = f"p50 {at['p50_ms']:.2f} ms at recall>=0.95" if at else "recall<0.95"
+            lines.append(f"{dataset['dataset']}: {lib['library']} build {lib['build_s']:.1f} s, "
+                         f"{speed}")
+    return lines
+
+
+# CLI ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = base_parser(__doc__)
+    parser.add_argument("--sizes", type=int_list, default=[50_000, 200_000])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="build threads (searches are one query at a time)")
+    parser.add_argument("--libraries", type=lambda s: s.split(","), default=list(LIBRARIES),
+                        help=f"comma-separated subset of {','.join(LIBRARIES)}")
+    parser.add_argument("--vectors", type=Path, help="also a real catalog: an index's vectors.npy")
+    parser.add_argument("--items", type=Path, help="items.parquet row-aligned with --vectors")
+    parser.add_argument("--label", help="label column of --items for mAP@5, e.g. articleType")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the .md and .png go")
+    parser.add_argument("--worker", choices=sorted(ADAPTERS), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.libraries) - set(LIBRARIES))
+    if unknown:
+        parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARIES)}")
+    if args.quick:
+        args.sizes, args.queries = [5000], 200
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+    result = {"benchmark": "indexes", "quick": args.quick, "nmslib": nmslib_build_kind(),
+              "params": {"k": args.k, "threads": args.threads, "hnsw": HNSW,
+                         "annoy_trees": ANNOY_TREES, "space": SPACE, "seed": args.seed},
+              "notes": [], "datasets": [run_dataset(name, vectors, labels, args)
+                                        for name, vectors, labels in datasets(args)]}
+    write_outputs(result, args.out)
+    result["summary"] = summary_lines(result)
+    emit(result, args.json, render)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
