@@ -12,6 +12,7 @@ from common import (
     base_parser,
     clustered_vectors,
     emit,
+    environment,
     folder_bytes,
     holdout_split,
     int_list,
@@ -100,7 +101,10 @@ def run_size(n: int, args) -> dict:
 
 
 def summary_lines(result: dict) -> list[str]:
-    lines = [f"nmslib: {result['nmslib']['kind']}"]
+    env = result["environment"]
+    lines = [f"nmslib: {result['nmslib']['kind']}; {env['cpus']} CPUs, load average "
+             f"{env['load_average_1m']} at start; index MB is nmslib's file (it embeds the "
+             "vectors)"]
     k = result["params"]["k"]
     for size in result["sizes"]:
         best = max(size["sweep"], key=lambda row: row[f"recall_at_{k}"])
@@ -126,7 +130,8 @@ def render(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = {"benchmark": "ann", "quick": args.quick, "nmslib": nmslib_build_kind(),
+    result = {"benchmark": "ann", "quick": args.quick, "environment": environment(),
+              "nmslib": nmslib_build_kind(),
               "params": {"M": args.M, "efConstruction": args.efConstruction, "k": args.k,
                          "threads": args.threads, "space": SPACE, "seed": args.seed},
               "sizes": [run_size(n, args) for n in args.sizes]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -124,6 +125,18 @@ def folder_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def environment() -> dict[str, Any]:
+    """What the timings depend on: cores, load when the run began, BLAS/OpenMP thread settings.
+
+    On a busy machine multi-threaded BLAS and OpenMP are much slower than one thread (a numpy
+    matrix-vector product measured 30x slower with 2 OpenBLAS threads beside a training job).
+    """
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    return {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+            "python": sys.version.split()[0], "numpy": np.__version__,
+            **{name: os.environ.get(name) for name in names}}
 
 
 def nmslib_build_kind(python: str = sys.executable) -> dict[str, Any]:

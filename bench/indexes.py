@@ -20,6 +20,7 @@ from common import (
     base_parser,
     clustered_vectors,
     emit,
+    environment,
     folder_bytes,
     holdout_split,
     int_list,
@@ -375,8 +376,11 @@ def table_rows(dataset: dict) -> list[list]:
             rows.append([lib["library"], "-", f"skipped: {lib['skipped']}"] + [None] * 8)
             continue
         top = max(row["recall"] for row in lib["sweep"])
-        for target, row in lib["targets"].items():
-            cost = [lib["build_s"], lib["index_bytes"] / 1e6, lib["ram_bytes"] / 1e6]
+        cost = [lib["build_s"], lib["index_bytes"] / 1e6, lib["ram_bytes"] / 1e6]
+        targets = lib["targets"].items()
+        if len(lib["sweep"]) == 1:  # one setting (exact search): one row for every target
+            targets = [("any", lib["sweep"][0])]
+        for target, row in targets:
             if row is None:
                 rows.append([lib["library"], target, f"not reached (max {top:.3f})",
                              None, None, None, None, None, *cost])
@@ -391,10 +395,22 @@ HEADERS = ["library", "target", "cheapest setting", "recall@10", "p50 ms", "p99 
            "QPS (1 thread)", f"mAP@{MAP_K}", "build s", "index MB", "RAM MB"]
 
 
+NOTES = """\
+- Queries are held out of the index and searched one at a time (as the app does); QPS = 1 / mean
+  latency on one thread. Recall@10 is against exact search; the cheapest setting is the one with
+  the lowest p50 that reaches the target recall.
+- index MB: the library's saved file. nmslib's optimised HNSW file embeds the vectors; exact has
+  no file (it scans the store's vectors.npy); faiss-flat, annoy and hnswlib files hold the vectors.
+- RAM MB: RSS growth while building, measured in a fresh process per library (data excluded).
+- faiss-ivfpq stores only PQ codes (about 8 dimensions per byte) and does not re-rank with the
+  exact vectors, so quantisation error caps its recall whatever nprobe is."""
+
+
 def render(result: dict) -> str:
-    parts = [f"nmslib: {result['nmslib']['kind']}; queries one at a time, held out of the index",
-             "index MB: the library's saved file (nmslib's embeds the vectors; exact reads the "
-             "store's vectors.npy); RAM MB: RSS growth while building, in a fresh process"]
+    env = result["environment"]
+    parts = [f"nmslib: {result['nmslib']['kind']}. {env['cpus']} CPUs, load average "
+             f"{env['load_average_1m']} at start; build threads {result['params']['threads']}.",
+             NOTES]
     for dataset in result["datasets"]:
         parts.append(f"### {dataset['dataset']} ({dataset['queries']} queries)\n\n"
                      + markdown_table(HEADERS, table_rows(dataset)))
@@ -487,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
-    result = {"benchmark": "indexes", "quick": args.quick, "nmslib": nmslib_build_kind(),
+    result = {"benchmark": "indexes", "quick": args.quick, "environment": environment(),
+              "nmslib": nmslib_build_kind(),
               "params": {"k": args.k, "threads": args.threads, "hnsw": HNSW,
                          "annoy_trees": ANNOY_TREES, "space": SPACE, "seed": args.seed},
               "notes": [], "datasets": [run_dataset(name, vectors, labels, args)

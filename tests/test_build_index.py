@@ -1,4 +1,4 @@
-"""build_index.py end to end: incremental vectors, bad images, stale manifests, atomicity, the CLIs."""
+"""build_index.py end to end: incremental vectors, bad images, stale index, crash safety, CLIs."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_search_cli_json_and_bulk_matching(tmp_path, demo_env, http_server):
     assert "HTTP 404" in matches.loc[matches["status"] == "failed", "reason"].iloc[0]
 
 
-def test_catalog_images_given_as_urls_are_downloaded_once_failures_retried(tmp_path, demo_env, http_server):
+def test_url_images_are_downloaded_once_and_failures_retried(tmp_path, demo_env, http_server):
     config = catalog_env(tmp_path, demo_env, 0)
     names = ["red.jpg", "blue.png", "palette.png"]
     table = pd.DataFrame({"id": ["u1", "u2", "u3", "u4"], "name": ["a", "b", "c", "d"],
