@@ -251,6 +251,9 @@ def run_tune(config: AppConfig, args: argparse.Namespace) -> int:
                  "efSearch": ann.query_time.efSearch},
         config_path=config.config_path,
         progress=None if args.quiet or args.json else lambda line: print(line, file=sys.stderr))
+    if config.backend != "nmslib":
+        report.notes.append(f"Note: this config uses backend {config.backend!r}; the settings "
+                            "apply once it says `backend: nmslib`.")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
     return 0
 

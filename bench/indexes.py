@@ -298,8 +298,7 @@ def datasets(args: argparse.Namespace):
         if args.items and args.label:
             column = pd.read_parquet(args.items, columns=[args.label])[args.label]
             labels = column.astype("string").to_numpy(dtype=object, na_value=None)
-        yield f"catalog {Path(args.vectors).parent.name} ({len(vectors)} x {vectors.shape[1]})", \
-            vectors, labels
+        yield f"catalog ({len(vectors)} x {vectors.shape[1]})", vectors, labels
 
 
 def prepare(folder: Path, vectors: np.ndarray, labels: np.ndarray | None,
@@ -380,6 +379,8 @@ def table_rows(dataset: dict) -> list[list]:
         targets = lib["targets"].items()
         if len(lib["sweep"]) == 1:  # one setting (exact search): one row for every target
             targets = [("any", lib["sweep"][0])]
+        elif all(row is None for _, row in targets):
+            targets = [(f"{TARGETS[0]:.2f}+", None)]
         for target, row in targets:
             if row is None:
                 rows.append([lib["library"], target, f"not reached (max {top:.3f})",

@@ -1,0 +1,116 @@
+"""Embedding comparison on the real catalog: mAP@5 per task of our vector against baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import load_config
+from index_store.evaluate import retrieval_metrics
+from vectorizer.catalog import load_catalog
+from vectorizer.dataset import load_all
+from vectorizer.encoder import Encoder
+
+
+def unit(matrix: np.ndarray) -> np.ndarray:
+    centred = matrix - matrix.mean(axis=0, keepdims=True)
+    return (centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)).astype(
+        np.float32)
+
+
+def raw_pixels(images: torch.Tensor, side: int = 16) -> np.ndarray:
+    """The padded image downscaled to side x side RGB, flattened (768 values at 16 px)."""
+    return functional.adaptive_avg_pool2d(images.float(), side).flatten(1).numpy()
+
+
+def colour_histogram(images: torch.Tensor, bins: int = 8) -> np.ndarray:
+    """An 8x8x8 RGB histogram of the non-background (not near-white) pixels."""
+    pixels = images.permute(0, 2, 3, 1).reshape(len(images), -1, 3).long()
+    foreground = pixels.amin(dim=2) < 235
+    codes = (pixels // (256 // bins)) @ torch.tensor([bins * bins, bins, 1])
+    histograms = torch.zeros(len(images), bins ** 3)
+    histograms.scatter_add_(1, codes, foreground.float())
+    return (histograms / histograms.sum(1, keepdim=True).clamp(min=1)).sqrt().numpy()
+
+
+def our_vectors(encoder: Encoder, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+    return np.concatenate([encoder.forward(images[i:i + batch])[0]
+                           for i in range(0, len(images), batch)])
+
+
+def exact_top(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    top = []
+    for start in range(0, len(queries), 512):
+        scores = queries[start:start + 512] @ pool.T
+        top.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
+    return np.concatenate(top)
+
+
+def evaluate(name: str, vectors: np.ndarray, query_rows, pool_rows, items, k, tasks) -> dict:
+    matrix = unit(vectors)
+    found = exact_top(matrix[query_rows], matrix[pool_rows], k)
+    labels = items[tasks]
+    metrics = retrieval_metrics(labels.iloc[query_rows].reset_index(drop=True), found,
+                                labels.iloc[pool_rows].reset_index(drop=True), tasks, k)
+    return {"method": name, "dim": int(vectors.shape[1]),
+            **{task: round(metrics[task]["map_at_k"], 4) for task in tasks}}
+
+
+def markdown(rows: list[dict], k: int, tasks: list[str]) -> str:
+    lines = ["| method | dim | " + " | ".join(f"{t} mAP@{k}" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
+    lines += [f"| {r['method']} | {r['dim']} | " + " | ".join(f"{r[t]:.3f}" for t in tasks)
+              + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="config/fashion.yml")
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="500 queries, 8,000 pool items")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    encoder = Encoder.from_config(config)
+    items = load_catalog(config)
+    split = encoder.meta["split"]
+    rng = np.random.default_rng(0)
+    test_rows = np.flatnonzero(items["id"].isin(set(split["test"])).to_numpy())
+    pool_rows = np.flatnonzero(items["id"].isin(set(split["train"])).to_numpy())
+    query_rows = np.sort(rng.choice(test_rows, min(500 if args.quick else args.queries,
+                                                   len(test_rows)), replace=False))
+    if args.quick:
+        pool_rows = np.sort(rng.choice(pool_rows, min(8000, len(pool_rows)), replace=False))
+    rows = np.concatenate([query_rows, pool_rows])
+    subset = items.iloc[rows].reset_index(drop=True)
+    images, _ = load_all(subset["image_ref"].tolist(), encoder.preprocess, batch_size=256,
+                         workers=config.model.num_workers, max_pixels=config.download.max_pixels)
+    queries, pool = np.arange(len(query_rows)), np.arange(len(query_rows), len(rows))
+    k, tasks = config.evaluation.k, list(encoder.meta["tasks"])
+    methods = {f"multitask {encoder.meta['backbone']} penultimate": our_vectors(encoder, images),
+               "raw pixels 16x16": raw_pixels(images),
+               "colour histogram 8x8x8": colour_histogram(images)}
+    results = [evaluate(name, vectors, queries, pool, subset, k, tasks)
+               for name, vectors in methods.items()]
+    report = {"queries": len(query_rows), "pool": len(pool_rows), "k": k,
+              "split": split.get("strategy"), "results": results}
+    out = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "embeddings.md").write_text(
+        f"Test queries ({len(query_rows)}) against training items ({len(pool_rows)}), exact "
+        f"cosine search, split {split.get('strategy')}.\n\n" + markdown(results, k, tasks))
+    print(json.dumps(report) if args.json else markdown(results, k, tasks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
