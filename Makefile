@@ -54,7 +54,8 @@ lint: venv
 	$(BIN)/ruff check .
 
 bench: venv
-	$(BIN)/python bench/run_all.py --config $(CONFIG)
+	$(BIN)/pip install --disable-pip-version-check -q -r bench/requirements.txt
+	$(BIN)/python bench/run_all.py --config $(CONFIG) $(if $(QUICK),--quick)
 
 nmslib-simd: venv
 	$(BIN)/pip install pybind11

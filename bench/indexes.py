@@ -40,6 +40,7 @@ from index_store.nmslib_hnsw import INDEX_FILE
 from index_store.tune import exact_knn
 
 SPACE = "cosinesimil"
+SIMD = "nmslib-simd"
 LIBRARIES = ("nmslib", "exact", "faiss-flat", "faiss-ivfpq", "annoy", "hnswlib")
 TARGETS = (0.90, 0.95, 0.99)
 MAP_K = 5
@@ -320,16 +321,21 @@ def prepare(folder: Path, vectors: np.ndarray, labels: np.ndarray | None,
 def run_library(name: str, folder: Path, args: argparse.Namespace) -> dict:
     """One worker process; a failure (missing library, crash) becomes a skip note."""
     result = folder / f"{name}.json"
-    command = [sys.executable, __file__, "--worker", name, "--data", str(folder),
+    worker, env = name, None
+    if name == SIMD:  # the same adapter, importing nmslib from the source build's folder
+        worker = "nmslib"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(args.nmslib_simd), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, __file__, "--worker", worker, "--data", str(folder),
                "--result", str(result), "--k", str(args.k), "--threads", str(args.threads)]
     with Timer() as took:
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not result.exists():
         note = _failure_note(done.stderr)
         log(f"  {name}: skipped ({note})")
         return {"library": name, "skipped": note}
     log(f"  {name}: done in {took.seconds:.1f} s")
-    return _with_targets(json.loads(result.read_text()))
+    return _with_targets({**json.loads(result.read_text()), "library": name})
 
 
 def _failure_note(stderr: str) -> str:
@@ -488,13 +494,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--items", type=Path, help="items.parquet row-aligned with --vectors")
     parser.add_argument("--label", help="label column of --items for mAP@5, e.g. articleType")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the .md and .png go")
+    parser.add_argument("--nmslib-simd", type=Path, default=os.environ.get("NMSLIB_SIMD_PATH"),
+                        help="a folder holding a SIMD source build of nmslib (pip install "
+                             "--target DIR --no-binary nmslib nmslib): adds nmslib-simd")
     parser.add_argument("--worker", choices=sorted(ADAPTERS), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.libraries) - set(LIBRARIES))
+    unknown = sorted(set(args.libraries) - {*LIBRARIES, SIMD})
     if unknown:
-        parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARIES)}")
+        parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARIES)}, {SIMD}")
+    if args.nmslib_simd and SIMD not in args.libraries:
+        args.libraries.insert(args.libraries.index("nmslib") + 1 if "nmslib" in args.libraries
+                              else 0, SIMD)
     if args.quick:
         args.sizes, args.queries = [5000], 200
     return args

@@ -12,7 +12,7 @@ from pathlib import Path
 from common import OUT_DIR
 
 HERE = Path(__file__).resolve().parent
-NOT_BENCHMARKS = {"common.py", "run_all.py"}
+NOT_BENCHMARKS = {"common.py", "run_all.py", "baselines.py"}
 
 
 def discover(names: list[str] | None = None) -> list[Path]:

@@ -1,0 +1,108 @@
+"""Learned baselines for bench/embeddings.py: a single-task classifier and an autoencoder."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as functional
+from torch import nn
+from tqdm import tqdm
+
+from config.schema import AppConfig
+from vectorizer.augment import augment
+from vectorizer.encoder import Encoder
+from vectorizer.train import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def single_task_config(config: AppConfig, task: str) -> AppConfig:
+    """The same config and recipe with only `task` trained (the split does not depend on tasks)."""
+    tasks = [t for t in config.training.tasks if t.column == task]
+    training = config.training.model_copy(update={"tasks": tasks})
+    return config.model_copy(update={"training": training})
+
+
+def train_single_task(config: AppConfig, items, task: str, epochs: int) -> tuple[Trainer, dict]:
+    """Train the backbone on `task` alone with the multitask recipe; the last epoch is kept."""
+    trainer = Trainer(single_task_config(config, task), items, epochs, progress=True)
+    began, history = time.perf_counter(), []
+    for epoch in range(epochs):
+        loss = trainer.train_epoch(epoch)
+        scores = trainer.validate()
+        history.append({"epoch": epoch + 1, "loss": loss, "val": scores})
+        log.info("single-task epoch %d: loss %.3f, val %s", epoch + 1, loss, scores)
+    return trainer, {"seconds": round(time.perf_counter() - began, 1), "history": history}
+
+
+def single_task_encoder(trainer: Trainer) -> Encoder:
+    return Encoder(trainer.model, trainer.meta([]), "", "fp32")
+
+
+class ConvAutoencoder(nn.Module):
+    """Four stride-2 convolutions to a 512-d bottleneck and back (64x64 input)."""
+
+    def __init__(self, size: int = 64, bottleneck: int = 512) -> None:
+        super().__init__()
+        widths = [3, 32, 64, 128, 256]
+        self.side = size // 16
+        down = []
+        for a, b in itertools.pairwise(widths):
+            down += [nn.Conv2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+        self.encoder = nn.Sequential(*down, nn.Flatten(),
+                                     nn.Linear(256 * self.side * self.side, bottleneck))
+        up = []
+        for a, b in itertools.pairwise(widths[:0:-1]):
+            up += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+        self.decoder_input = nn.Linear(bottleneck, 256 * self.side * self.side)
+        self.decoder = nn.Sequential(*up, nn.ConvTranspose2d(32, 3, 4, 2, 1))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images / 127.5 - 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        hidden = self.decoder_input(self.encode(images)).view(-1, 256, self.side, self.side)
+        return torch.tanh(self.decoder(hidden))
+
+
+def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, batch_size: int,
+                      seed: int, lr: float = 2e-3) -> tuple[ConvAutoencoder, dict]:
+    """Reconstruction (MSE) training on the same training rows and epochs as the classifiers."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = ConvAutoencoder(images.shape[-1]).to(memory_format=torch.channels_last)
+    steps = max(1, len(rows) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
+                                                    total_steps=steps * epochs, pct_start=0.2)
+    began, losses_per_epoch = time.perf_counter(), []
+    for epoch in range(epochs):
+        model.train()
+        order = rows[torch.randperm(len(rows), generator=generator)]
+        losses = []
+        bar = tqdm(range(steps), desc=f"autoencoder {epoch + 1}/{epochs}", unit="batch")
+        for step in bar:
+            batch = augment(images[order[step * batch_size:(step + 1) * batch_size]], generator)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            loss = functional.mse_loss(model(batch), batch / 127.5 - 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        losses_per_epoch.append(float(np.mean(losses)))
+        log.info("autoencoder epoch %d: mse %.4f", epoch + 1, losses_per_epoch[-1])
+    return model.eval(), {"seconds": round(time.perf_counter() - began, 1),
+                          "mse": losses_per_epoch}
+
+
+@torch.inference_mode()
+def autoencoder_vectors(model: ConvAutoencoder, images: torch.Tensor, batch: int = 512
+                        ) -> np.ndarray:
+    return np.concatenate([model.encode(images[i:i + batch].float()).numpy()
+                           for i in range(0, len(images), batch)])
