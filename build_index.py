@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from config import AppConfig, ConfigError, load_config
-from index_store.base import IndexStoreError, exact_distances
+from index_store.base import IndexStoreError
 from index_store.evaluate import latency_summary, recall_at_k, retrieval_metrics
 from index_store.store import IndexStore, current_version
-from index_store.tune import tune_saved_index
+from index_store.tune import exact_knn, tune_saved_index
 from index_store.vector_cache import VectorCache
 from search import index_fingerprint
 from vectorizer.catalog import CatalogError, load_catalog, localize_images
@@ -164,17 +164,16 @@ def evaluate_index(store: IndexStore, meta: dict, config: AppConfig) -> dict:
     k, recall_k = config.evaluation.k, max(config.ann_index.k, 10)
     depth = max(k, recall_k)
     space = config.ann_index.init_time.space
-    approx, exact, seconds = [], [], []
+    approx, seconds = [], []
     for row in rows:
         vector = store.vectors[row]
         began = time.perf_counter()
         found = store.backend.query(vector, depth + 1)
         seconds.append(time.perf_counter() - began)
         approx.append(neighbours_without_self(found.rows, row, depth))
-        distances = exact_distances(store.vectors, vector, space)
-        distances[row] = np.inf
-        exact.append(np.argsort(distances, kind="stable")[:depth])
-    approx_rows, exact_rows = np.array(approx), np.array(exact)
+    approx_rows = np.array(approx)
+    exact_rows, _ = exact_knn(store.vectors, store.vectors[rows], depth, space,
+                              own_rows=np.asarray(rows))
     tasks = [t for t in config.task_columns if t in store.items]
     labels = store.items[tasks]
     return {"k": k, "queries": len(rows), "query_source": source,

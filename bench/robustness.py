@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +117,14 @@ def main() -> int:
     parser.add_argument("--config", default="config/fashion.yml")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="500 queries, 8,000 pool items")
+    parser.add_argument("--trim", choices=["model", "on", "off"], default="model",
+                        help="trim uniform borders before padding (default: as the model says)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     config = load_config(args.config)
     encoder = Encoder.from_config(config)
+    if args.trim != "model":
+        encoder.preprocess = replace(encoder.preprocess, trim_border=args.trim == "on")
     items = load_catalog(config)
     split, rng = encoder.meta["split"], np.random.default_rng(0)
     test_rows = np.flatnonzero(items["id"].isin(set(split["test"])).to_numpy())

@@ -34,6 +34,7 @@ class ModelConfig(Section):
     backbone: str = "resnet18"
     layer_to_get_input: str = "heads"
     input_size: int = Field(default=64, ge=16, le=1024)
+    trim_border: bool = False
     batch_size: int = Field(default=128, ge=1, le=4096)
     embedding_dim: int = Field(default=0, ge=0, le=8192)
     head_type: Literal["linear", "cosine"] = "cosine"

@@ -205,6 +205,7 @@ class IndexStore:
         self.manifest, self.version = manifest, version
         self._row_by_id: dict[str, int] | None = None
         self._text_columns: dict[str, pd.Series] = {}
+        self._item_arrays: dict[str, np.ndarray] | None = None
 
     # building and persistence -----------------------------------------------------------
 
@@ -413,10 +414,13 @@ class IndexStore:
 
     def results_frame(self, found: Neighbors) -> pd.DataFrame:
         """Neighbours as a table: id, distance, row, then the other item columns."""
-        table = self.items.iloc[found.rows].reset_index(drop=True)
-        head = pd.DataFrame({"id": table["id"], "distance": found.distances, "row": found.rows})
-        rest = table.drop(columns=[c for c in RESULT_COLUMNS if c in table.columns])
-        return pd.concat([head, rest], axis=1)
+        if self._item_arrays is None:  # plain arrays: a pandas row take costs ~2 ms per query
+            self._item_arrays = {str(c): self.items[c].to_numpy() for c in self.items.columns}
+        rows = np.asarray(found.rows, dtype=np.int64)
+        columns = {"id": self._item_arrays["id"][rows], "distance": found.distances, "row": rows}
+        columns.update((name, values[rows]) for name, values in self._item_arrays.items()
+                       if name not in RESULT_COLUMNS)
+        return pd.DataFrame(columns)
 
     def project_to_map(self, vectors: np.ndarray) -> np.ndarray:
         """Map coordinates [n, 2] for new vectors (e.g. a query image), same axes as `map`."""

@@ -186,3 +186,22 @@ def test_training_is_deterministic_with_a_seed(demo_env, tmp_path):
     for key, value in states[0]["state_dict"].items():
         assert torch.equal(value, states[1]["state_dict"][key]), key
     assert states[0]["meta"]["split"] == states[1]["meta"]["split"]
+
+
+def test_trim_border_frames_a_tile_on_a_wide_canvas_like_the_plain_image():
+    from PIL import Image
+
+    product = Image.new("RGB", (60, 80), (255, 255, 255))
+    product.paste((20, 40, 160), (10, 10, 50, 70))
+    canvas = Image.new("RGB", (240, 80), (236, 236, 236))
+    canvas.paste(product, (90, 0))
+    trimming, plain = Preprocess(32, trim_border=True), Preprocess(32)
+    framed, catalog_shot = trimming(canvas).float(), trimming(product).float()
+    assert (framed - catalog_shot).abs().mean() < 8    # framed as the catalog shot is
+    assert (plain(canvas).float() - catalog_shot).abs().mean() > 30   # untrimmed: another image
+    flat = Image.new("RGB", (50, 50), (255, 255, 255))
+    assert torch.equal(trimming(flat), plain(flat))    # nothing but border: unchanged
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8))
+    assert torch.equal(trimming(noisy), plain(noisy))  # no uniform border: unchanged
+    assert Preprocess.from_dict(trimming.to_dict()) == trimming
+    assert Preprocess.from_dict({**plain.to_dict()} | {"trim_border": None}) == plain

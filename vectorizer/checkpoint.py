@@ -61,6 +61,8 @@ def check_config_matches(config: AppConfig, meta: dict, path: Path) -> None:
     pairs = {
         "model.backbone": (config.model.backbone, meta["backbone"]),
         "model.input_size": (config.model.input_size, meta["preprocess"]["input_size"]),
+        "model.trim_border": (config.model.trim_border,
+                              bool(meta["preprocess"].get("trim_border", False))),
         "model.layer_to_get_input": (config.model.layer_to_get_input, meta["layer_to_get_input"]),
         "model.embedding_dim": (config.model.embedding_dim, meta["embedding_dim"]),
         "model.head_type": (config.model.head_type, meta["head_type"]),

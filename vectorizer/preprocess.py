@@ -24,6 +24,7 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     pad_value: int = 255
+    trim_border: bool = False  # crop a uniform border (a product tile on a wide canvas) first
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value
@@ -32,10 +33,12 @@ class Preprocess:
     @classmethod
     def from_dict(cls, values: dict) -> Preprocess:
         return cls(input_size=int(values["input_size"]), mean=tuple(values["mean"]),
-                   std=tuple(values["std"]), pad_value=int(values["pad_value"]))
+                   std=tuple(values["std"]), pad_value=int(values["pad_value"]),
+                   trim_border=bool(values.get("trim_border", False)))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        square = self.pad_to_square(image.convert("RGB"))
+        image = image.convert("RGB")
+        square = self.pad_to_square(trim_uniform_border(image) if self.trim_border else image)
         resized = square.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR,
                                 reducing_gap=2.0)
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -48,3 +51,25 @@ class Preprocess:
         canvas = Image.new("RGB", (side, side), (self.pad_value,) * 3)
         canvas.paste(image, ((side - width) // 2, (side - height) // 2))
         return canvas
+
+
+def trim_uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
+                        ) -> Image.Image:
+    """Crop the border whose colour matches the corners, keeping a small margin around the rest.
+
+    A pasted product tile on a wide or coloured canvas then frames like a catalog shot. An image
+    with no uniform border, or nothing but border, is returned unchanged.
+    """
+    pixels = np.asarray(image, dtype=np.int16)
+    corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
+    if np.ptp(corners, axis=0).max() > tolerance:
+        return image
+    background = np.median(corners, axis=0)
+    foreground = np.abs(pixels - background).max(axis=2) > tolerance
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if len(rows) == 0:
+        return image
+    pad = round(margin * max(rows[-1] - rows[0], cols[-1] - cols[0]))
+    box = (max(cols[0] - pad, 0), max(rows[0] - pad, 0),
+           min(cols[-1] + 1 + pad, image.width), min(rows[-1] + 1 + pad, image.height))
+    return image.crop(box)

@@ -39,6 +39,7 @@ def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
         "input_size": config.model.input_size,
         "embedding_dim": config.model.embedding_dim,
         "head_type": config.model.head_type,
+        **({"trim_border": True} if config.model.trim_border else {}),  # older models lack it
     }
 
 
@@ -63,7 +64,8 @@ class Trainer:
         self.classes, self.rare_report = class_lists(items, training.tasks)
         self.targets = torch.from_numpy(encode_labels(items, self.classes))
         self.split = split_ids(items, training)
-        self.preprocess = Preprocess(config.model.input_size)
+        self.preprocess = Preprocess(config.model.input_size,
+                                     trim_border=config.model.trim_border)
         self.images, self.failed = self.load_images()
         self.train_rows = self.rows_of("train")
         self.val_rows = self.rows_of("val")
