@@ -48,6 +48,8 @@ class ConvAutoencoder(nn.Module):
 
     def __init__(self, size: int = 64, bottleneck: int = 512) -> None:
         super().__init__()
+        if size % 16:
+            raise ValueError(f"the autoencoder needs an input size divisible by 16, got {size}")
         widths = [3, 32, 64, 128, 256]
         self.side = size // 16
         down = []
@@ -70,7 +72,8 @@ class ConvAutoencoder(nn.Module):
 
 
 def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, batch_size: int,
-                      seed: int, lr: float = 2e-3) -> tuple[ConvAutoencoder, dict]:
+                      seed: int, augmented: bool, lr: float = 2e-3
+                      ) -> tuple[ConvAutoencoder, dict]:
     """Reconstruction (MSE) training on the same training rows and epochs as the classifiers."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -86,7 +89,8 @@ def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, 
         losses = []
         bar = tqdm(range(steps), desc=f"autoencoder {epoch + 1}/{epochs}", unit="batch")
         for step in bar:
-            batch = augment(images[order[step * batch_size:(step + 1) * batch_size]], generator)
+            batch = images[order[step * batch_size:(step + 1) * batch_size]]
+            batch = augment(batch, generator) if augmented else batch.float()
             batch = batch.contiguous(memory_format=torch.channels_last)
             loss = functional.mse_loss(model(batch), batch / 127.5 - 1)
             optimizer.zero_grad(set_to_none=True)

@@ -87,7 +87,7 @@ def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows:
     images = trainer.images[torch.from_numpy(subset_rows)]
     autoencoder, auto_report = train_autoencoder(
         trainer.images, trainer.train_rows, epochs=epochs, batch_size=config.model.batch_size,
-        seed=config.training.seed)
+        seed=config.training.seed, augmented=config.training.augment)
     backbone = encoder.meta["backbone"]
     vectors = {f"single-task {backbone} ({task} only) penultimate":
                our_vectors(single_task_encoder(trainer), images),
@@ -122,7 +122,8 @@ def main() -> int:
         pool_rows = np.sort(rng.choice(pool_rows, min(8000, len(pool_rows)), replace=False))
     rows = np.concatenate([query_rows, pool_rows])
     subset = items.iloc[rows].reset_index(drop=True)
-    epochs = args.epochs or (1 if args.quick else int(encoder.meta["training"]["epochs"]))
+    trained_epochs = len(encoder.meta.get("history") or []) or encoder.meta["training"]["epochs"]
+    epochs = args.epochs or (1 if args.quick else int(trained_epochs))
     learned, training_report = {}, None
     if args.baselines:
         learned, training_report, images = learned_baselines(config, items, encoder, epochs, rows)
@@ -142,8 +143,9 @@ def main() -> int:
               "split": split.get("strategy"), "training": training_report, "results": results}
     out = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
-    budget = (f" Learned baselines trained {epochs} epochs on the same training split, "
-              f"as the multitask model was ({encoder.meta['training']['epochs']} epochs)."
+    budget = (f" Learned baselines: {epochs} epochs on the same training split and recipe, last "
+              f"epoch kept; the multitask model: {trained_epochs} epochs, best validation epoch "
+              f"kept (epoch {encoder.meta.get('best', {}).get('epoch', '?')})."
               if args.baselines else "")
     (out / "embeddings.md").write_text(
         f"Test queries ({len(query_rows)}) against training items ({len(pool_rows)}), exact "

@@ -494,9 +494,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--items", type=Path, help="items.parquet row-aligned with --vectors")
     parser.add_argument("--label", help="label column of --items for mAP@5, e.g. articleType")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where the .md and .png go")
-    parser.add_argument("--nmslib-simd", type=Path, default=os.environ.get("NMSLIB_SIMD_PATH"),
+    parser.add_argument("--nmslib-simd", type=Path,
+                        default=os.environ.get("NMSLIB_SIMD_PATH") or None,
                         help="a folder holding a SIMD source build of nmslib (pip install "
-                             "--target DIR --no-binary nmslib nmslib): adds nmslib-simd")
+                             "--target DIR --no-deps --no-binary nmslib nmslib==2.1.2): "
+                             "adds nmslib-simd")
     parser.add_argument("--worker", choices=sorted(ADAPTERS), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -504,6 +506,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.libraries) - {*LIBRARIES, SIMD})
     if unknown:
         parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARIES)}, {SIMD}")
+    simd_dir = Path(args.nmslib_simd) if args.nmslib_simd else None
+    if SIMD in args.libraries and not (simd_dir and any(simd_dir.glob("nmslib*.so"))):
+        parser.error(f"{SIMD} needs --nmslib-simd DIR (or NMSLIB_SIMD_PATH) naming a folder with "
+                     "a source build of nmslib")
     if args.nmslib_simd and SIMD not in args.libraries:
         args.libraries.insert(args.libraries.index("nmslib") + 1 if "nmslib" in args.libraries
                               else 0, SIMD)

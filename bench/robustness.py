@@ -1,4 +1,4 @@
-"""Robustness: mAP@5 per task when test queries are altered as pasted photos are."""
+"""Robustness: mAP@k per task when test queries are altered as pasted photos are."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def trim_uniform_border(image: Image.Image, tolerance: int = 24, margin: float =
     corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     if np.ptp(corners, axis=0).max() > tolerance:
         return image
-    background = np.median(corners, axis=0)
+    background = np.median(corners, axis=0).astype(np.int16)
     foreground = np.abs(pixels - background).max(axis=2) > tolerance
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if len(rows) == 0:
