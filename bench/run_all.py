@@ -37,7 +37,24 @@ def command(script: Path, args: argparse.Namespace) -> list[str]:
         line += ["--config", str(args.config)]
     if accepts(script, "--out"):
         line += ["--out", str(args.out)]
+    if args.config and accepts(script, "--vectors"):
+        line += catalog_index_args(args.config)
     return line
+
+
+def catalog_index_args(config_path: Path) -> list[str]:
+    """--vectors/--items/--label of the config's current index (none if it has no index yet)."""
+    from config import load_config
+    from index_store.store import current_version
+
+    config = load_config(config_path)
+    root = Path(config.paths.ann_index_path)
+    version = current_version(root) if root.exists() else None
+    if not version or not config.training.tasks:
+        return []
+    folder = root / "versions" / version
+    return ["--vectors", str(folder / "vectors.npy"), "--items", str(folder / "items.parquet"),
+            "--label", config.training.tasks[0].column]
 
 
 def run_one(script: Path, args: argparse.Namespace) -> dict:
