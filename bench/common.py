@@ -56,6 +56,20 @@ def holdout_split(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np
     return np.sort(order[n_queries:]), np.sort(order[:n_queries])
 
 
+def split_rows(items, split: dict, queries: int, quick: bool, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, pool rows) of the catalog: a seeded sample of the model's test split as
+    queries (500 with quick) against its training split (8,000 of it with quick)."""
+    rng = np.random.default_rng(seed)
+    test_rows = np.flatnonzero(items["id"].isin(set(split["test"])).to_numpy())
+    pool_rows = np.flatnonzero(items["id"].isin(set(split["train"])).to_numpy())
+    count = min(500 if quick else queries, len(test_rows))
+    query_rows = np.sort(rng.choice(test_rows, count, replace=False))
+    if quick:
+        pool_rows = np.sort(rng.choice(pool_rows, min(8000, len(pool_rows)), replace=False))
+    return query_rows, pool_rows
+
+
 # measuring ------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ import torch.nn.functional as functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import split_rows
+
 from config import load_config
 from index_store.evaluate import retrieval_metrics
 from vectorizer.catalog import load_catalog
@@ -113,13 +115,7 @@ def main() -> int:
     encoder = Encoder.from_config(config)
     items = load_catalog(config)
     split = encoder.meta["split"]
-    rng = np.random.default_rng(0)
-    test_rows = np.flatnonzero(items["id"].isin(set(split["test"])).to_numpy())
-    pool_rows = np.flatnonzero(items["id"].isin(set(split["train"])).to_numpy())
-    query_rows = np.sort(rng.choice(test_rows, min(500 if args.quick else args.queries,
-                                                   len(test_rows)), replace=False))
-    if args.quick:
-        pool_rows = np.sort(rng.choice(pool_rows, min(8000, len(pool_rows)), replace=False))
+    query_rows, pool_rows = split_rows(items, split, args.queries, args.quick)
     rows = np.concatenate([query_rows, pool_rows])
     subset = items.iloc[rows].reset_index(drop=True)
     trained_epochs = len(encoder.meta.get("history") or []) or encoder.meta["training"]["epochs"]

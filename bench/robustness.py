@@ -16,6 +16,8 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import split_rows
+
 from config import load_config
 from index_store.evaluate import retrieval_metrics
 from vectorizer.catalog import load_catalog
@@ -126,13 +128,7 @@ def main() -> int:
     if args.trim != "model":
         encoder.preprocess = replace(encoder.preprocess, trim_border=args.trim == "on")
     items = load_catalog(config)
-    split, rng = encoder.meta["split"], np.random.default_rng(0)
-    test_rows = np.flatnonzero(items["id"].isin(set(split["test"])).to_numpy())
-    pool_rows = np.flatnonzero(items["id"].isin(set(split["train"])).to_numpy())
-    query_rows = np.sort(rng.choice(test_rows, min(500 if args.quick else args.queries,
-                                                   len(test_rows)), replace=False))
-    if args.quick:
-        pool_rows = np.sort(rng.choice(pool_rows, min(8000, len(pool_rows)), replace=False))
+    query_rows, pool_rows = split_rows(items, encoder.meta["split"], args.queries, args.quick)
     pool_images, _ = load_all(items["image_ref"].iloc[pool_rows].tolist(), encoder.preprocess,
                               batch_size=256, workers=config.model.num_workers,
                               max_pixels=config.download.max_pixels)
