@@ -188,6 +188,50 @@ def test_training_is_deterministic_with_a_seed(demo_env, tmp_path):
     assert states[0]["meta"]["split"] == states[1]["meta"]["split"]
 
 
+def test_interrupted_training_resumes_to_the_same_model(demo_env, tmp_path, monkeypatch):
+    import time
+
+    from tests.fixtures_demo import write_demo_config
+    from vectorizer import train as training
+
+    original = training.Trainer.train_epoch
+
+    def run(name: str, interrupt_at: int | None = None) -> tuple[dict, list[int]]:
+        folder = tmp_path / name
+        folder.mkdir()
+        config_path = write_demo_config(folder, training__epochs=3,  # a backbone with dropout
+                                        model__backbone="mobilenet_v3_small")
+        config = __import__("config").load_config(config_path)
+        config.paths.images_dataframe_path = demo_env.config.paths.images_dataframe_path
+        epochs_run: list[int] = []
+
+        def recorded(self, epoch):
+            epochs_run.append(epoch)
+            if len(epochs_run) == interrupt_at:
+                raise KeyboardInterrupt
+            return original(self, epoch)
+
+        monkeypatch.setattr(training.Trainer, "train_epoch", recorded)
+        # every epoch counts as the best, so the checkpoint holds the last epoch's weights
+        monkeypatch.setattr(training, "mean_accuracy", lambda scores: time.monotonic())
+        if interrupt_at is not None:
+            with pytest.raises(KeyboardInterrupt):
+                training.train(config, limit=96, progress=False)
+            assert training.resume_path(Path(config.paths.trained_model_path)).is_file()
+            torch.manual_seed(12345)  # whatever ran in between moved the global RNG on
+            epochs_run.clear()
+        training.train(config, limit=96, progress=False)
+        assert not training.resume_path(Path(config.paths.trained_model_path)).exists()
+        return torch.load(config.paths.trained_model_path, weights_only=True), epochs_run
+
+    (straight, straight_epochs), (resumed, resumed_epochs) = run("a"), run("b", interrupt_at=3)
+    assert straight_epochs == [0, 1, 2] and resumed_epochs == [2]   # only the lost epoch reran
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert straight["meta"]["best"]["epoch"] == resumed["meta"]["best"]["epoch"] == 3
+    assert straight["meta"]["best"]["val"] == resumed["meta"]["best"]["val"]
+
+
 def test_trim_border_frames_a_tile_on_a_wide_canvas_like_the_plain_image():
     from PIL import Image
 

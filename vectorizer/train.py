@@ -260,7 +260,8 @@ def save_resume(path: Path, trainer: Trainer, epoch: int, history: list, best: f
     torch.save({"identity": model_identity(trainer.config, trainer.items), "epoch": epoch,
                 "epochs": trainer.epochs, "history": history, "best": best,
                 "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                "generator": trainer.generator.get_state()}, temporary)
+                "generator": trainer.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}, temporary)  # dropout draws from it
     temporary.replace(path)
 
 
@@ -276,6 +277,8 @@ def load_resume(path: Path, trainer: Trainer) -> dict | None:
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.generator.set_state(state["generator"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
     for _ in range(state["epoch"] * trainer.steps_per_epoch):
         trainer.scheduler.step()
     log.info("resuming from epoch %d (%s)", state["epoch"] + 1, path)
