@@ -56,6 +56,15 @@ def holdout_split(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np
     return np.sort(order[n_queries:]), np.sort(order[:n_queries])
 
 
+def exact_top(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k most similar pool vectors per query (unit vectors: highest dot product)."""
+    top = []
+    for start in range(0, len(queries), 512):
+        scores = queries[start:start + 512] @ pool.T
+        top.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
+    return np.concatenate(top)
+
+
 def split_rows(items, split: dict, queries: int, quick: bool, seed: int = 0
                ) -> tuple[np.ndarray, np.ndarray]:
     """(query rows, pool rows) of the catalog: a seeded sample of the model's test split as

@@ -14,7 +14,7 @@ import torch.nn.functional as functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import split_rows
+from common import exact_top, split_rows
 
 from config import load_config
 from index_store.evaluate import retrieval_metrics
@@ -47,14 +47,6 @@ def colour_histogram(images: torch.Tensor, bins: int = 8) -> np.ndarray:
 def our_vectors(encoder: Encoder, images: torch.Tensor, batch: int = 256) -> np.ndarray:
     return np.concatenate([encoder.forward(images[i:i + batch])[0]
                            for i in range(0, len(images), batch)])
-
-
-def exact_top(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
-    top = []
-    for start in range(0, len(queries), 512):
-        scores = queries[start:start + 512] @ pool.T
-        top.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
-    return np.concatenate(top)
 
 
 def evaluate(name: str, vectors: np.ndarray, query_rows, pool_rows, items, k, tasks) -> dict:

@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import split_rows
+from common import exact_top, split_rows
 
 from config import load_config
 from index_store.evaluate import retrieval_metrics
@@ -98,11 +98,6 @@ def embed_altered(encoder: Encoder, images: list[Image.Image], alteration: Alter
                            for i in range(0, len(tensors), 256)])
 
 
-def top_k(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
-    return np.concatenate([np.argsort(-(queries[i:i + 512] @ pool.T), axis=1, kind="stable")[:, :k]
-                           for i in range(0, len(queries), 512)])
-
-
 def markdown(rows: list[dict], tasks: list[str], k: int) -> str:
     lines = ["| query image | " + " | ".join(f"{t} mAP@{k}" for t in tasks) + " |",
              "|---|" + "---|" * len(tasks)]
@@ -141,7 +136,7 @@ def main() -> int:
     query_labels = items[tasks].iloc[query_rows].reset_index(drop=True)
     rows = []
     for name, alteration in ALTERATIONS.items():
-        found = top_k(embed_altered(encoder, originals, alteration, seed=1), pool, k)
+        found = exact_top(embed_altered(encoder, originals, alteration, seed=1), pool, k)
         metrics = retrieval_metrics(query_labels, found, pool_labels, tasks, k)
         rows.append({"alteration": name,
                      **{task: round(metrics[task]["map_at_k"], 4) for task in tasks}})
