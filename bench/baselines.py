@@ -1,4 +1,4 @@
-"""Learned baselines for bench/embeddings.py: a single-task classifier and an autoencoder."""
+"""Baselines for bench/embeddings.py: frozen ImageNet features, single-task, autoencoder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from tqdm import tqdm
 from config.schema import AppConfig
 from vectorizer.augment import augment
 from vectorizer.encoder import Encoder
+from vectorizer.model import build_backbone
+from vectorizer.pretrained import load_into, normalisation
 from vectorizer.train import Trainer
 
 log = logging.getLogger(__name__)
@@ -110,3 +112,17 @@ def autoencoder_vectors(model: ConvAutoencoder, images: torch.Tensor, batch: int
                         ) -> np.ndarray:
     return np.concatenate([model.encode(images[i:i + batch].float()).numpy()
                            for i in range(0, len(images), batch)])
+
+
+@torch.inference_mode()
+def frozen_imagenet_vectors(backbone: str, images: torch.Tensor, batch: int = 256
+                            ) -> np.ndarray:
+    """Pooled features of the backbone with its ImageNet weights and no training at all."""
+    network, _ = build_backbone(backbone)
+    load_into(network, backbone, "imagenet")
+    network = network.eval().to(memory_format=torch.channels_last)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in normalisation(backbone))
+    return np.concatenate([
+        network(((images[i:i + batch].float() - mean) / std).contiguous(
+            memory_format=torch.channels_last)).numpy()
+        for i in range(0, len(images), batch)])

@@ -59,6 +59,16 @@ def evaluate(name: str, vectors: np.ndarray, query_rows, pool_rows, items, k, ta
             **{task: round(metrics[task]["map_at_k"], 4) for task in tasks}}
 
 
+def frozen_row(backbone: str, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Frozen ImageNet features of the same backbone, where the registry ships its weights."""
+    from bench.baselines import frozen_imagenet_vectors
+    from vectorizer.pretrained import IMAGENET_WEIGHTS
+
+    if backbone not in IMAGENET_WEIGHTS:
+        return {}
+    return {f"frozen ImageNet {backbone} (no training)": frozen_imagenet_vectors(backbone, images)}
+
+
 def markdown(rows: list[dict], k: int, tasks: list[str]) -> str:
     lines = ["| method | dim | " + " | ".join(f"{t} mAP@{k}" for t in tasks) + " |",
              "|---|---|" + "---|" * len(tasks)]
@@ -67,9 +77,9 @@ def markdown(rows: list[dict], k: int, tasks: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows: np.ndarray
-                      ) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
-    """Train the single-task classifier and the autoencoder on the model's training split."""
+def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows: np.ndarray,
+                      autoencoder: bool) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
+    """Train the single-task classifier (and the autoencoder) on the model's training split."""
     from bench.baselines import (
         autoencoder_vectors,
         single_task_encoder,
@@ -79,15 +89,33 @@ def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows:
     task = next(iter(encoder.meta["tasks"]))
     trainer, single_report = train_single_task(config, items, task, epochs)
     images = trainer.images[torch.from_numpy(subset_rows)]
-    autoencoder, auto_report = train_autoencoder(
-        trainer.images, trainer.train_rows, epochs=epochs, batch_size=config.model.batch_size,
-        seed=config.training.seed, augmented=config.training.augment)
     backbone = encoder.meta["backbone"]
     vectors = {f"single-task {backbone} ({task} only) penultimate":
-               our_vectors(single_task_encoder(trainer), images),
-               "conv autoencoder bottleneck": autoencoder_vectors(autoencoder, images)}
-    report = {"epochs": epochs, "single_task": single_report, "autoencoder": auto_report}
+               our_vectors(single_task_encoder(trainer), images)}
+    report = {"epochs": epochs, "single_task": single_report}
+    if autoencoder:
+        model, report["autoencoder"] = train_autoencoder(
+            trainer.images, trainer.train_rows, epochs=epochs,
+            batch_size=config.model.batch_size, seed=config.training.seed,
+            augmented=config.training.augment)
+        vectors["conv autoencoder bottleneck"] = autoencoder_vectors(model, images)
     return vectors, report, images
+
+
+def other_checkpoints(specs: list[str], subset, config) -> dict[str, np.ndarray]:
+    """`--compare NAME=PATH`: another checkpoint's vectors, each with its own preprocessing."""
+    from vectorizer.checkpoint import load_checkpoint
+
+    vectors = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        model, meta = load_checkpoint(Path(path))
+        encoder = Encoder(model, meta, "", config.model.precision)
+        images, _ = load_all(subset["image_ref"].tolist(), encoder.preprocess, batch_size=256,
+                             workers=config.model.num_workers,
+                             max_pixels=config.download.max_pixels)
+        vectors[name] = our_vectors(encoder, images)
+    return vectors
 
 
 def main() -> int:
@@ -100,6 +128,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="training budget of the baselines (default: the model's own; "
                              "1 with --quick)")
+    parser.add_argument("--no-autoencoder", dest="autoencoder", action="store_false",
+                        help="skip the autoencoder baseline")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=CHECKPOINT",
+                        help="add another model's vectors as a row (e.g. an earlier model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
@@ -114,7 +146,8 @@ def main() -> int:
     epochs = args.epochs or (1 if args.quick else int(trained_epochs))
     learned, training_report = {}, None
     if args.baselines:
-        learned, training_report, images = learned_baselines(config, items, encoder, epochs, rows)
+        learned, training_report, images = learned_baselines(config, items, encoder, epochs, rows,
+                                                             args.autoencoder)
     else:
         images, _ = load_all(subset["image_ref"].tolist(), encoder.preprocess, batch_size=256,
                              workers=config.model.num_workers,
@@ -123,6 +156,8 @@ def main() -> int:
     k, tasks = config.evaluation.k, list(encoder.meta["tasks"])
     methods = {f"multitask {encoder.meta['backbone']} penultimate (ours)":
                our_vectors(encoder, images), **learned,
+               **frozen_row(encoder.meta["backbone"], images),
+               **other_checkpoints(args.compare, subset, config),
                "raw pixels 16x16": raw_pixels(images),
                "colour histogram 8x8x8": colour_histogram(images)}
     results = [evaluate(name, vectors, queries, pool, subset, k, tasks)

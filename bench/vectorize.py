@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -20,6 +19,7 @@ from vectorizer.dataset import load_all
 from vectorizer.device import bf16_supported
 from vectorizer.encoder import Encoder
 from vectorizer.images import open_image
+from vectorizer.model import build_backbone
 
 
 def end_to_end(encoder: Encoder, paths: list[str], config) -> float:
@@ -59,7 +59,7 @@ def bf16_fidelity(encoder: Encoder, images: torch.Tensor) -> dict:
 
 def input_size_sweep(backbone: str, batch_size: int, sizes=(64, 96, 128, 224)) -> dict:
     """Forward img/s of the backbone at several input sizes (random weights: speed only)."""
-    model = torchvision.models.get_model(backbone).eval().to(memory_format=torch.channels_last)
+    model = build_backbone(backbone)[0].eval().to(memory_format=torch.channels_last)
     speeds = {}
     for size in sizes:
         batch = torch.randn(batch_size, 3, size, size).contiguous(

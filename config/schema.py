@@ -61,6 +61,8 @@ class TrainingConfig(Section):
     test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
     augment: bool = True
+    freeze_stages: int = Field(default=0, ge=0, le=32)
+    backbone_lr_factor: float = Field(default=1.0, gt=0, le=1)
     variant_strip_columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -1,4 +1,8 @@
-"""Training augmentations for product shots, applied to whole uint8 batches at once."""
+"""Training augmentations that turn studio shots into photo-like queries, on whole uint8 batches.
+
+Hue and saturation are never changed (colour is a label): only geometry, the background,
+brightness, contrast and sharpness.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,19 @@ import torch.nn.functional as functional
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip, small affine jitter, background swaps and lighting; hue is kept (colour is a label).
-
-    Input uint8 [n, 3, s, s]; output float in 0..255, as the model expects.
-    """
+    """uint8 [n, 3, s, s] in, float in 0..255 out, as the model expects."""
     batch = images.float()
-    batch = swap_background(batch, generator, probability=0.3)
     batch = random_flip(batch, generator)
-    batch = random_affine(batch, generator)
-    return random_lighting(batch, generator).clamp_(0, 255)
+    batch = random_warp(batch, generator)
+    batch = swap_background(batch, generator, probability=0.5)
+    batch = random_lighting(batch, generator)
+    return random_blur(batch, generator, probability=0.2).clamp_(0, 255)
 
 
-def _uniform(count: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(count, generator=generator)
-
-
-def swap_background(batch: torch.Tensor, generator: torch.Generator,
-                    probability: float) -> torch.Tensor:
-    """Replace the near-white studio background by a random flat colour, as pasted photos have."""
-    count = batch.shape[0]
-    background = batch.amin(dim=1, keepdim=True) > 235
-    chosen = (torch.rand(count, 1, 1, 1, generator=generator) < probability)
-    colours = torch.rand(count, 3, 1, 1, generator=generator) * 255
-    return torch.where(background & chosen, colours.expand_as(batch), batch)
+def _uniform(shape: int | tuple, low: float, high: float,
+             generator: torch.Generator) -> torch.Tensor:
+    shape = (shape,) if isinstance(shape, int) else shape
+    return low + (high - low) * torch.rand(shape, generator=generator)
 
 
 def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -40,22 +34,63 @@ def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return batch
 
 
-def random_affine(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Zoom 0.85-1.15, shift up to 8 %, rotate up to 8 degrees; new borders are white."""
-    count = batch.shape[0]
-    angle = _uniform(count, -math.radians(8), math.radians(8), generator)
-    scale = 1.0 / _uniform(count, 0.85, 1.15, generator)
-    shift = _uniform(2 * count, -0.08, 0.08, generator).view(count, 2)
+def random_warp(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Zoom 0.7-1.3, shift up to 10 %, rotate up to 12 degrees, and a mild perspective tilt.
+
+    Zooming in crops the product's edges, zooming out leaves it small in the frame, as in a
+    photo; the borders that appear are white, so the background swap fills them too.
+    """
+    count, _, height, width = batch.shape
+    angle = _uniform(count, -math.radians(12), math.radians(12), generator)
+    scale = 1.0 / _uniform(count, 0.7, 1.3, generator)
+    shift = _uniform((count, 2), -0.1, 0.1, generator)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = functional.affine_grid(theta, list(batch.shape), align_corners=False)
-    return functional.grid_sample(batch - 255, grid, align_corners=False) + 255
+    grid = functional.affine_grid(theta, [count, 3, height, width], align_corners=False)
+    corners = _uniform((count, 2, 2, 2), -0.08, 0.08, generator)  # [n, xy, top/bottom, l/r]
+    tilt = functional.interpolate(corners, size=(height, width), mode="bilinear",
+                                  align_corners=True).permute(0, 2, 3, 1)
+    return functional.grid_sample(batch - 255, grid + tilt, align_corners=False) + 255
+
+
+def background_fill(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Flat colours, shaded and blotchy surfaces with grain: what photos are taken on."""
+    coarse_side = int(torch.randint(2, 12, (1,), generator=generator))
+    shade = torch.rand(count, 1, coarse_side, coarse_side, generator=generator) - 0.5
+    shade = functional.interpolate(shade, size=(size, size), mode="bicubic", align_corners=False)
+    tint = torch.rand(count, 3, 1, 1, generator=generator) * 255
+    depth = _uniform((count, 1, 1, 1), 0, 160, generator)
+    fill = tint + shade * depth
+    per_channel = torch.rand(count, 1, 1, 1, generator=generator) < 0.5
+    grain = torch.randn(count, 3, size, size, generator=generator)
+    grain = torch.where(per_channel, grain, grain[:, :1].expand(-1, 3, -1, -1))
+    return fill + grain * _uniform((count, 1, 1, 1), 0, 40, generator)
+
+
+def swap_background(batch: torch.Tensor, generator: torch.Generator,
+                    probability: float) -> torch.Tensor:
+    """Replace the near-white studio background by a random surface in a share of the images."""
+    count, _, size, _ = batch.shape
+    background = batch.amin(dim=1, keepdim=True) > 235
+    chosen = torch.rand(count, 1, 1, 1, generator=generator) < probability
+    return torch.where(background & chosen, background_fill(count, size, generator), batch)
 
 
 def random_lighting(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     count = batch.shape[0]
-    brightness = _uniform(count, 0.85, 1.15, generator).view(count, 1, 1, 1)
-    contrast = _uniform(count, 0.85, 1.15, generator).view(count, 1, 1, 1)
+    brightness = _uniform((count, 1, 1, 1), 0.8, 1.2, generator)
+    contrast = _uniform((count, 1, 1, 1), 0.8, 1.2, generator)
     mean = batch.mean(dim=(1, 2, 3), keepdim=True)
     return ((batch - mean) * contrast + mean) * brightness
+
+
+def random_blur(batch: torch.Tensor, generator: torch.Generator,
+                probability: float) -> torch.Tensor:
+    """A 3x3 box blur (an out-of-focus or upscaled photo) on a share of the images."""
+    chosen = torch.rand(batch.shape[0], generator=generator) < probability
+    if chosen.any():
+        blurred = functional.avg_pool2d(functional.pad(batch[chosen], (1, 1, 1, 1),
+                                                       mode="replicate"), 3, stride=1)
+        batch[chosen] = blurred
+    return batch

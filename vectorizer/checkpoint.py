@@ -54,8 +54,6 @@ def load_checkpoint(path: Path) -> tuple[MultiTaskNet, dict]:
     return model.eval(), meta
 
 
-
-
 def check_config_matches(config: AppConfig, meta: dict, path: Path) -> None:
     """At indexing and query time the checkpoint decides; a conflicting config value is an error."""
     pairs = {
@@ -66,6 +64,8 @@ def check_config_matches(config: AppConfig, meta: dict, path: Path) -> None:
         "model.layer_to_get_input": (config.model.layer_to_get_input, meta["layer_to_get_input"]),
         "model.embedding_dim": (config.model.embedding_dim, meta["embedding_dim"]),
         "model.head_type": (config.model.head_type, meta["head_type"]),
+        "model.pretrained_weights": (config.model.pretrained_weights,
+                                     meta.get("pretrained_weights")),
     }
     for key, (configured, trained) in pairs.items():
         if configured != trained:

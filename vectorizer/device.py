@@ -28,6 +28,17 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+def training_precision(requested: str, device: torch.device) -> str:
+    """Like resolve_precision, but `auto` trains in fp32 on a CPU.
+
+    Measured on a CPU with AMX bf16: bf16 autocast halves training throughput (the backward
+    of depthwise convolutions), while it nearly doubles inference throughput.
+    """
+    if requested == "auto" and device.type == "cpu":
+        return "fp32"
+    return resolve_precision(requested, device)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)

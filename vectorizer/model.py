@@ -10,6 +10,8 @@ import torch.nn.functional as functional
 import torchvision
 from torch import nn
 
+from vectorizer.pretrained import IMAGENET_WEIGHTS
+
 log = logging.getLogger(__name__)
 
 
@@ -65,20 +67,59 @@ def module_key(task: str) -> str:
 
 
 def build_backbone(name: str) -> tuple[nn.Module, int]:
-    """A torchvision classification model with its final classifier replaced by Identity."""
-    available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
-        raise ModelError(
-            f"model.backbone: unknown backbone '{name}'; allowed: {', '.join(available)}")
-    network = torchvision.models.get_model(name, weights=None)
-    classifier_name, classifier = last_linear(network)
-    parent_name, _, attribute = classifier_name.rpartition(".")
-    parent = network.get_submodule(parent_name) if parent_name else network
-    setattr(parent, attribute, nn.Identity())
+    """A classification network without its final classifier, and the width of its output.
+
+    EfficientNet-Lite comes from timm (the TF-padded variant, whose outputs equal the reference
+    implementation of the registry's ImageNet weights); every other name from torchvision.
+    """
+    if name in IMAGENET_WEIGHTS:
+        import timm  # only the EfficientNet-Lite family needs it
+
+        network = timm.create_model(IMAGENET_WEIGHTS[name].timm_name, pretrained=False,
+                                    num_classes=0)
+        feature_dim = network.num_features
+    else:
+        available = torchvision.models.list_models(module=torchvision.models)
+        if name not in available:
+            allowed = [*IMAGENET_WEIGHTS, *available]
+            raise ModelError(
+                f"model.backbone: unknown backbone '{name}'; allowed: {', '.join(allowed)}")
+        network = torchvision.models.get_model(name, weights=None)
+        classifier_name, classifier = last_linear(network)
+        parent_name, _, attribute = classifier_name.rpartition(".")
+        parent = network.get_submodule(parent_name) if parent_name else network
+        setattr(parent, attribute, nn.Identity())
+        feature_dim = classifier.in_features
     for module in network.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = 0.1  # some models use 0.01, too slow for short from-scratch runs
-    return network, classifier.in_features
+            module.momentum = 0.1  # some models use 0.01, too slow for short runs
+    return network, feature_dim
+
+
+def backbone_stages(network: nn.Module) -> list[nn.Module]:
+    """The backbone's stages from the input on: the stem first, then each block group."""
+    if hasattr(network, "conv_stem") and hasattr(network, "blocks"):  # timm EfficientNet
+        return [nn.ModuleList([network.conv_stem, network.bn1]), *network.blocks]
+    if hasattr(network, "features") and isinstance(network.features, nn.Sequential):
+        return list(network.features)  # torchvision MobileNet / EfficientNet
+    if hasattr(network, "layer1"):  # torchvision ResNet
+        return [nn.ModuleList([network.conv1, network.bn1]),
+                *(getattr(network, f"layer{i}") for i in range(1, 5))]
+    raise ModelError("training.freeze_stages: this backbone's stages are not known; set it to 0")
+
+
+def freeze_stages(network: nn.Module, count: int) -> list[nn.Module]:
+    """Stop gradients through the first `count` stages; returns them (keep them in eval mode)."""
+    if count == 0:
+        return []
+    stages = backbone_stages(network)
+    if count > len(stages):
+        raise ModelError(f"training.freeze_stages: {count} is more than the backbone's "
+                         f"{len(stages)} stages")
+    for stage in stages[:count]:
+        for parameter in stage.parameters():
+            parameter.requires_grad_(False)
+    return stages[:count]
 
 
 def last_linear(network: nn.Module) -> tuple[str, nn.Linear]:
@@ -106,26 +147,3 @@ class VectorHook:
 
     def remove(self) -> None:
         self._handle.remove()
-
-
-def load_pretrained_backbone(model: MultiTaskNet, backbone: str, weights: str | None) -> str:
-    """Load ImageNet weights from a file or torch's cache; offline, fall back to random init."""
-    if not weights:
-        return "random init"
-    path = weights
-    if weights == "imagenet":
-        from pathlib import Path
-        default = torchvision.models.get_model_weights(backbone).DEFAULT
-        path = str(Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        log.warning("model.pretrained_weights: %s not found (offline?); training from random init",
-                    path)
-        return "random init (weights not found)"
-    kept = {key: value for key, value in state.items()
-            if key in model.backbone.state_dict()
-            and model.backbone.state_dict()[key].shape == value.shape}
-    model.backbone.load_state_dict(kept, strict=False)
-    log.info("loaded %d pretrained tensors from %s", len(kept), path)
-    return f"pretrained: {path}"

@@ -21,13 +21,15 @@ from vectorizer.augment import augment
 from vectorizer.catalog import CatalogError, load_catalog, localize_images
 from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vectorizer.dataset import load_all
-from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
+from vectorizer.device import autocast, pick_device, set_threads, training_precision
 from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
-from vectorizer.model import ModelError, MultiTaskNet, load_pretrained_backbone
+from vectorizer.model import ModelError, MultiTaskNet, freeze_stages
 from vectorizer.preprocess import Preprocess
+from vectorizer.pretrained import PretrainedError, load_into, normalisation
 
 log = logging.getLogger(__name__)
+MEAN_SAMPLE = 8192  # training images whose mean vector centres the index
 
 
 def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
@@ -40,6 +42,8 @@ def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
         "embedding_dim": config.model.embedding_dim,
         "head_type": config.model.head_type,
         **({"trim_border": True} if config.model.trim_border else {}),  # older models lack it
+        **({"pretrained_weights": config.model.pretrained_weights}
+           if config.model.pretrained_weights else {}),
     }
 
 
@@ -58,13 +62,14 @@ class Trainer:
         self.config, self.items, self.epochs, self.progress = config, items, epochs, progress
         training = config.training
         self.device = pick_device()
-        self.precision = resolve_precision(config.model.precision, self.device)
+        self.precision = training_precision(config.model.precision, self.device)
         torch.manual_seed(training.seed)
         self.generator = torch.Generator().manual_seed(training.seed)
         self.classes, self.rare_report = class_lists(items, training.tasks)
         self.targets = torch.from_numpy(encode_labels(items, self.classes))
         self.split = split_ids(items, training)
-        self.preprocess = Preprocess(config.model.input_size,
+        mean, std = normalisation(config.model.backbone)
+        self.preprocess = Preprocess(config.model.input_size, mean=mean, std=std,
                                      trim_border=config.model.trim_border)
         self.images, self.failed = self.load_images()
         self.train_rows = self.rows_of("train")
@@ -74,15 +79,22 @@ class Trainer:
             config.model.backbone, {task: len(names) for task, names in self.classes.items()},
             config.model.embedding_dim, config.model.head_type,
             self.preprocess.mean, self.preprocess.std)
-        self.init_note = load_pretrained_backbone(self.model, config.model.backbone,
-                                                  config.model.pretrained_weights)
+        self.init_note = load_into(self.model.backbone, config.model.backbone,
+                                   config.model.pretrained_weights)
+        self.frozen = freeze_stages(self.model.backbone, training.freeze_stages)
         self.model.to(self.device, memory_format=torch.channels_last)
         self.steps_per_epoch = max(1, len(self.train_rows) // config.model.batch_size)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=training.lr,
-                                           weight_decay=training.weight_decay)
+        groups = parameter_groups(self.model, training.lr, training.backbone_lr_factor)
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=training.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=training.lr, total_steps=self.steps_per_epoch * epochs,
-            pct_start=0.2)
+            self.optimizer, max_lr=[group["lr"] for group in groups],
+            total_steps=self.steps_per_epoch * epochs, pct_start=0.2)
+
+    def train_mode(self) -> None:
+        """Train mode, except the frozen stages: their BatchNorm statistics stay as loaded."""
+        self.model.train()
+        for stage in self.frozen:
+            stage.eval()
 
     def load_images(self) -> tuple[torch.Tensor, dict[str, str]]:
         paths, reasons = localize_images(self.items, self.config)
@@ -114,7 +126,7 @@ class Trainer:
         return total
 
     def train_epoch(self, epoch: int) -> float:
-        self.model.train()
+        self.train_mode()
         batch_size = self.config.model.batch_size
         order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.generator)]
         losses = []
@@ -162,6 +174,7 @@ class Trainer:
             "rare_classes": self.rare_report,
             "training": self.config.training.model_dump(),
             "init": self.init_note,
+            "pretrained_weights": self.config.model.pretrained_weights,
             "precision": self.precision,
             "split": {**self.split, "strategy": split_strategy(self.config)},
             "skipped_images": self.failed,
@@ -170,6 +183,14 @@ class Trainer:
             "catalog_checksum": catalog_checksum(self.items, self.config.task_columns),
             "identity": model_identity(self.config, self.items),
         }
+
+
+def parameter_groups(model: MultiTaskNet, lr: float, backbone_factor: float) -> list[dict]:
+    """The trainable backbone at lr * backbone_factor, the embedding and heads at lr."""
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    rest = [p for name, p in model.named_parameters()
+            if not name.startswith("backbone.") and p.requires_grad]
+    return [{"params": backbone, "lr": lr * backbone_factor}, {"params": rest, "lr": lr}]
 
 
 def split_strategy(config: AppConfig) -> str:
@@ -237,6 +258,8 @@ def add_vector_mean(model_path: Path, images: torch.Tensor, rows: torch.Tensor) 
     """
     model, meta = load_checkpoint(model_path)
     encoder = Encoder(model, {**meta, "vector_mean": None}, "", "fp32")
+    if len(rows) > MEAN_SAMPLE:  # an evenly spread sample estimates the mean to ~1e-3
+        rows = rows[torch.linspace(0, len(rows) - 1, MEAN_SAMPLE).long()]
     sums, count = None, 0
     for start in range(0, len(rows), 512):
         batch = images[rows[start:start + 512]]
@@ -305,7 +328,7 @@ def _main(argv: list[str] | None = None) -> int:
                 return 0
             print(f"{model_path} was trained for another catalog or tasks: retraining")
         meta = train(config, epochs=args.epochs, limit=args.limit, fresh=args.fresh)
-    except (ConfigError, CatalogError, CheckpointError, ModelError) as error:
+    except (ConfigError, CatalogError, CheckpointError, ModelError, PretrainedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     best = meta.get("best", {})
