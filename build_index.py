@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import sys
@@ -21,6 +20,8 @@ from index_store.store import IndexStore, current_version
 from index_store.tune import exact_knn, tune_saved_index
 from index_store.vector_cache import VectorCache
 from search import index_fingerprint
+from util.files import file_sha256
+from util.urls import is_http_url
 from vectorizer.catalog import CatalogError, load_catalog, localize_images
 from vectorizer.checkpoint import CheckpointError
 from vectorizer.encoder import Encoder
@@ -52,7 +53,7 @@ def content_keys(paths: list[str], reasons: list[str]) -> list[str]:
             keys.append("")
             continue
         try:
-            keys.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+            keys.append(file_sha256(path))
         except OSError as error:
             reasons[index] = f"cannot read file: {error.strerror or error}"
             keys.append("")
@@ -217,7 +218,7 @@ def dry_run(config: AppConfig) -> dict:
     root = Path(config.paths.ann_index_path)
     model = Path(config.paths.trained_model_path)
     return {"catalog": str(config.paths.images_dataframe_path), "items": len(items),
-            "url_images": int(items["image_ref"].str.startswith(("http://", "https://")).sum()),
+            "url_images": int(items["image_ref"].map(is_http_url).sum()),
             "model": str(model) + ("" if model.is_file() else " (missing: train it first)"),
             "index_folder": str(root), "current_version": current_version(root),
             "backend": config.backend, "space": config.ann_index.init_time.space}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import logging
 import os
@@ -21,6 +20,8 @@ from config import AppConfig, ConfigError, load_config
 from index_store.base import IndexStoreError
 from index_store.store import current_version
 from search import SearchResponse, SearchService
+from util.files import file_sha256, sha256_of
+from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
 from vectorizer.fetch import FetchError, fetch_image
 from vectorizer.images import ImageError, open_image
@@ -73,7 +74,7 @@ def file_digest(path: Path) -> str:
     if not path.is_file():
         raise ConfigError(f"--config: file not found: {path}")
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError as error:
         raise ConfigError(f"--config: cannot read {path}: {error.strerror or error}") from None
 
@@ -115,7 +116,7 @@ def label_line(row: dict, label_fields: list[str], top: dict[str, str]) -> str:
 def safe_link(url: object) -> str | None:
     """An http(s) product link, or None (javascript: and other schemes are never linked)."""
     text = "" if is_missing(url) else str(url).strip()
-    return text if text.lower().startswith(("http://", "https://")) else None
+    return text if is_http_url(text) else None
 
 
 def shortlist_row(item: dict, label_fields: list[str], query: str) -> dict:
@@ -450,7 +451,7 @@ def run_query(service: SearchService, service_key: str, query: dict, k: int,
     if loaded is None:
         return None
     content, note = loaded
-    digest = hashlib.sha256(content).hexdigest()
+    digest = sha256_of(content)
     try:
         with st.spinner("Searching…"):
             response = search_content(service, service_key, digest, content, k,

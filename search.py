@@ -13,16 +13,16 @@ import pandas as pd
 from PIL import Image
 
 from config import AppConfig, ConfigError, load_config
-from index_store.base import IndexStoreError, file_sha256
+from index_store.base import IndexStoreError
 from index_store.store import IndexStore
-from vectorizer.catalog import is_url
+from util.files import file_sha256
+from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
 from vectorizer.encoder import Encoder, Prediction
 from vectorizer.fetch import FetchError, fetch_image
 from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)
-
 
 
 def index_fingerprint(config: AppConfig, encoder: Encoder) -> dict:
@@ -106,7 +106,7 @@ class SearchService:
 
 def load_query_image(source: str, config: AppConfig) -> Image.Image:
     """A local file or an http(s) URL (product pages resolve to their image)."""
-    if is_url(source):
+    if is_http_url(source):
         return fetch_image(source, config.download).image
     return open_image(Path(source), config.download.max_pixels)
 

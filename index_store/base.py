@@ -9,7 +9,6 @@ Distances, the same for every backend:
 from __future__ import annotations
 
 import abc
-import hashlib
 import logging
 import math
 from collections.abc import Mapping
@@ -67,14 +66,6 @@ def rebuild_hint(config_path: str | Path | None = None) -> str:
     config = str(config_path) if config_path else "<your config.yml>"
     return f"Run `python build_index.py --config {config}` to (re)build the index."
 
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_space(space: str) -> str:

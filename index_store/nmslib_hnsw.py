@@ -16,9 +16,9 @@ from index_store.base import (
     Neighbors,
     as_matrix,
     as_query,
-    file_sha256,
     sorted_neighbors,
 )
+from util.files import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from index_store.base import (
     filtered_query,
     filtered_query_batch,
 )
+from util.files import atomic_write_text, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -125,33 +126,17 @@ def _new_version_name() -> str:
     return f"{stamp}-{secrets.token_hex(4)}"
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         if path.is_file():
-            _fsync_path(path)
-    _fsync_path(folder)
+            fsync_path(path)
+    fsync_path(folder)
 
 
 def _point_current(root: Path, version: str) -> None:
-    """Write CURRENT.<random>.tmp, fsync, then os.replace onto CURRENT (atomic switch)."""
-    tmp = root / f"{CURRENT}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(version + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, root / CURRENT)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_path(root)
+    """Write CURRENT.<unique>.tmp, fsync, then os.replace onto CURRENT (atomic switch)."""
+    atomic_write_text(root / CURRENT, version + "\n")
+    fsync_path(root)
 
 
 def clean_versions(root: Path, keep: int = KEEP_VERSIONS) -> list[str]:
@@ -255,7 +240,7 @@ class IndexStore:
             self._write_version(tmp, name)
             _fsync_tree(tmp)
             os.rename(tmp, final)
-            _fsync_path(versions)
+            fsync_path(versions)
             _point_current(root, name)
         except BaseException:
             if current_version(root) != name:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from util.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +96,9 @@ class VectorCache:
             return self.path
         self._merge(*self._read_disk(), overwrite=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.stem}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, keys=np.array(list(self._row), dtype=str),
-                         vectors=self._ordered_vectors(),
-                         model_checksum=np.array(self.model_checksum))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, keys=np.array(list(self._row), dtype=str),
+                     vectors=self._ordered_vectors(), model_checksum=np.array(self.model_checksum))
         self._dirty = False
         log.info("saved %d cached vectors to %s", self._count, self.path)
         return self.path

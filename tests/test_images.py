@@ -1,12 +1,11 @@
 """open_image: every colour mode, orientation and frame count to RGB; bad input to a reason."""
 
-import hashlib
 
 import pytest
 from PIL import Image
 
 from tests.fixtures_http import make_test_image, png_header_only, sample_images
-from vectorizer.images import ImageError, check_image, open_image, sha256_of, sniff_text_kind
+from vectorizer.images import ImageError, check_image, open_image, sniff_text_kind
 
 LIMIT = 40_000_000
 WHITE = (255, 255, 255)
@@ -113,13 +112,6 @@ def test_check_image_is_a_cheap_but_complete_check():
         with pytest.raises(ImageError) as caught:
             check_image(sample_images()[name], LIMIT)
         assert caught.value.kind == kind
-
-
-def test_sha256_of_bytes_and_file_agree(tmp_path):
-    data = make_test_image("red")
-    path = tmp_path / "x.jpg"
-    path.write_bytes(data)
-    assert sha256_of(data) == sha256_of(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_sniff_text_kind():

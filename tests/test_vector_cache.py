@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from index_store import vector_cache as cache_module
 from index_store.vector_cache import VectorCache
+from util import files as files_module
 
 DIM = 8
 
@@ -85,7 +85,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def crash(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cache_module.os, "replace", crash)
+    monkeypatch.setattr(files_module.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         cache.save()
     assert cache.path.read_bytes() == before

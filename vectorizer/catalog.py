@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from config import AppConfig, ConfigError, load_config
+from util.files import atomic_path
+from util.urls import is_http_url
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,6 @@ KAGGLE_COLUMNS = [
 
 class CatalogError(ValueError):
     """The catalog table cannot be used; the message says why and what exists."""
-
-
-def is_url(value: str) -> bool:
-    return value.lower().startswith(("http://", "https://"))
 
 
 def read_table(table_path: Path) -> pd.DataFrame:
@@ -100,7 +98,7 @@ def check_unique_ids(items: pd.DataFrame, table_path: Path) -> None:
 
 
 def resolve_ref(image_path: str, table_dir: Path) -> str:
-    if not image_path or is_url(image_path):
+    if not image_path or is_http_url(image_path):
         return image_path
     path = Path(image_path).expanduser()
     return str(path if path.is_absolute() else (table_dir / path).resolve())
@@ -110,7 +108,7 @@ def localize_images(items: pd.DataFrame, config: AppConfig) -> tuple[list[str], 
     """A local file per item (URLs downloaded once into the cache) and a reason per failure."""
     refs = items["image_ref"].tolist()
     paths, reasons = list(refs), ["" if ref else "no image path" for ref in refs]
-    url_rows = [row for row, ref in enumerate(refs) if ref and is_url(ref)]
+    url_rows = [row for row, ref in enumerate(refs) if ref and is_http_url(ref)]
     if url_rows:
         from vectorizer.fetch import download_catalog_images
 
@@ -165,9 +163,8 @@ def import_kaggle(source: Path, out_table: Path) -> ImportReport:
     kept = kept.mask(kept.eq(""))
     report.kept = len(kept)
     out_table.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_table.with_suffix(out_table.suffix + ".tmp")
-    kept.to_csv(temporary, index=False)
-    temporary.replace(out_table)
+    with atomic_path(out_table) as temporary:
+        kept.to_csv(temporary, index=False)
     return report
 
 

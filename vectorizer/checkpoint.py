@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from config import AppConfig, ConfigError
+from util.files import atomic_path
 from vectorizer.model import MultiTaskNet
 from vectorizer.preprocess import Preprocess
 
@@ -28,12 +28,11 @@ def build_model(meta: dict) -> MultiTaskNet:
 
 
 def save_checkpoint(path: Path, model: MultiTaskNet, meta: dict) -> None:
-    """Write atomically: a temporary file, then os.replace."""
+    """Write atomically: a unique temporary file, fsync, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    torch.save({"meta": {**meta, "format": FORMAT_VERSION}, "state_dict": state}, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save({"meta": {**meta, "format": FORMAT_VERSION}, "state_dict": state}, temporary)
 
 
 def load_checkpoint(path: Path) -> tuple[MultiTaskNet, dict]:

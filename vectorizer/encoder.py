@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from config import AppConfig
-from index_store.base import file_sha256
+from util.files import file_sha256
 from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.dataset import iterate_batches
 from vectorizer.device import autocast, pick_device, resolve_precision, set_threads

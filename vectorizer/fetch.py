@@ -39,7 +39,8 @@ from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util import connection as urllib3_connection
 
 from config.schema import DownloadConfig
-from vectorizer.images import ImageError, check_image, open_image, sha256_of, sniff_text_kind
+from util.files import atomic_write_bytes, sha256_of
+from vectorizer.images import ImageError, check_image, open_image, sniff_text_kind
 
 log = logging.getLogger(__name__)
 
@@ -684,15 +685,6 @@ def cached_files(cache_dir: Path) -> dict[str, Path]:
                 if CACHE_NAME.match(entry.name) and entry.is_file() and entry.stat().st_size}
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        temporary.write_bytes(content)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def fetch_image_bytes(session: requests.Session, url: str, settings: DownloadConfig
                       ) -> tuple[bytes, str]:
     """Raw bytes of an image URL (no page resolution) and its format, checked to be an image."""
@@ -724,7 +716,7 @@ def download_one(session: requests.Session, url: str, cache_dir: Path,
     try:
         content, fmt = fetch_with_retries(session, url, settings)
         path = cache_dir / f"{cache_key(url)}{EXTENSIONS.get(fmt, '.' + fmt.lower())}"
-        write_atomic(path, content)
+        atomic_write_bytes(path, content)
     except FetchError as error:
         return DownloadResult(url, None, "failed", str(error), error.code)
     except OSError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -42,16 +41,6 @@ class ImageError(Exception):
         super().__init__(reason)
         self.kind = kind
 
-
-def sha256_of(source: Source) -> str:
-    """Hex SHA-256 of the bytes, or of the file's content, streamed."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        return hashlib.sha256(source).hexdigest()
-    digest = hashlib.sha256()
-    with open(source, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sniff_text_kind(data: bytes) -> str | None:

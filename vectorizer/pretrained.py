@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from index_store.base import file_sha256
+from util.files import file_sha256
 
 log = logging.getLogger(__name__)
 

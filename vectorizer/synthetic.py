@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from config import ConfigError, load_config
+from util.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,8 @@ def generate_catalog(out_table: Path, count: int, seed: int) -> pd.DataFrame:
     image_dir.mkdir(parents=True, exist_ok=True)
     rows = [make_item(index, rng, image_dir) for index in range(count)]
     table = pd.DataFrame(rows)
-    temporary = out_table.with_suffix(".tmp")
-    table.to_csv(temporary, index=False)
-    temporary.replace(out_table)
+    with atomic_path(out_table) as temporary:
+        table.to_csv(temporary, index=False)
     return table
 
 

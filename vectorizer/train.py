@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from config import AppConfig, ConfigError, load_config
+from util.files import atomic_path
 from vectorizer.augment import augment
 from vectorizer.catalog import CatalogError, load_catalog, localize_images
 from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -279,13 +280,13 @@ def format_scores(scores: dict[str, dict[str, float]]) -> str:
 
 
 def save_resume(path: Path, trainer: Trainer, epoch: int, history: list, best: float) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save({"identity": model_identity(trainer.config, trainer.items), "epoch": epoch,
-                "epochs": trainer.epochs, "history": history, "best": best,
-                "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                "generator": trainer.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}, temporary)  # dropout draws from it
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        torch.save({"identity": model_identity(trainer.config, trainer.items), "epoch": epoch,
+                    "epochs": trainer.epochs, "history": history, "best": best,
+                    "model": trainer.model.state_dict(),
+                    "optimizer": trainer.optimizer.state_dict(),
+                    "generator": trainer.generator.get_state(),
+                    "torch_rng": torch.get_rng_state()}, temporary)  # dropout draws from it
 
 
 def load_resume(path: Path, trainer: Trainer) -> dict | None:

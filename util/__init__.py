@@ -1,0 +1,1 @@
+"""Small helpers with no project dependencies: hashing, atomic file writes, URL checks."""
