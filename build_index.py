@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -186,8 +187,15 @@ def evaluate_index(store: IndexStore, meta: dict, config: AppConfig) -> dict:
             "latency": latency_summary(seconds)}
 
 
+def installed_version(package: str) -> str | None:
+    """A package's installed version, read from its metadata (the package is not imported)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def make_manifest(config: AppConfig, encoder: Encoder, summary: dict, seconds: dict) -> dict:
-    import nmslib
     import torch
 
     return {
@@ -203,7 +211,7 @@ def make_manifest(config: AppConfig, encoder: Encoder, summary: dict, seconds: d
         "metrics": summary["metrics"],
         "step_seconds": seconds,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "nmslib": getattr(nmslib, "__version__", "2.1.2"),
+                     "nmslib": installed_version("nmslib"),
                      "numpy": np.__version__, "pandas": pd.__version__},
     }
 

@@ -172,3 +172,16 @@ def test_url_images_are_downloaded_once_and_failures_retried(tmp_path, demo_env,
     build(config, quiet=True)
     assert {name: http_server.hits[f"/img/{name}"] for name in names} == hits
     shutil.rmtree(config.paths.ann_index_path)
+
+
+def test_an_exact_build_never_imports_nmslib(tmp_path, demo_env):
+    config = catalog_env(tmp_path, demo_env, 24, backend="exact")
+    script = ("import sys; from build_index import build; from config import load_config; "
+              f"config = load_config({str(config.config_path)!r}); "
+              f"config.paths.trained_model_path = {str(config.paths.trained_model_path)!r}; "
+              "summary = build(config, quiet=True); "
+              "print(summary['items_indexed'], 'nmslib' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["24", "False"]
