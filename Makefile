@@ -23,9 +23,9 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 catalog: venv
 ifeq ($(strip $(DATA)),)
-	$(BIN)/python -m vectorizer.synthetic --config $(CONFIG)
+	$(BIN)/python -m ingest.synthetic --config $(CONFIG)
 else
-	$(BIN)/python -m vectorizer.catalog import-kaggle "$(DATA)" --config $(CONFIG)
+	$(BIN)/python -m ingest.catalog import-kaggle "$(DATA)" --config $(CONFIG)
 endif
 
 model: catalog

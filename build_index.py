@@ -19,13 +19,13 @@ from index_store.base import IndexStoreError
 from index_store.evaluate import latency_summary, recall_at_k, retrieval_metrics
 from index_store.store import IndexStore, current_version
 from index_store.tune import exact_knn, tune_saved_index
-from index_store.vector_cache import VectorCache
+from ingest.catalog import CatalogError, load_catalog, localize_images
 from search import index_fingerprint
 from util.files import file_sha256
 from util.urls import is_http_url
-from vectorizer.catalog import CatalogError, load_catalog, localize_images
 from vectorizer.checkpoint import CheckpointError
 from vectorizer.encoder import Encoder
+from vectorizer.vector_cache import VectorCache
 
 log = logging.getLogger("build_index")
 

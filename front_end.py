@@ -19,11 +19,12 @@ import streamlit as st
 from config import AppConfig, ConfigError, load_config
 from index_store.base import IndexStoreError
 from index_store.store import current_version
+from ingest.links import fetch_image
+from ingest.messages import FetchError
 from search import SearchResponse, SearchService
 from util.files import file_sha256, sha256_of
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
-from vectorizer.fetch import FetchError, fetch_image
 from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger("front_end")

@@ -15,11 +15,12 @@ from PIL import Image
 from config import AppConfig, ConfigError, load_config
 from index_store.base import IndexStoreError
 from index_store.store import IndexStore
+from ingest.links import fetch_image
+from ingest.messages import FetchError
 from util.files import file_sha256
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
 from vectorizer.encoder import Encoder, Prediction
-from vectorizer.fetch import FetchError, fetch_image
 from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from common import exact_top, split_rows
 
 from config import load_config
 from index_store.evaluate import retrieval_metrics
-from vectorizer.catalog import load_catalog
+from ingest.catalog import load_catalog
 from vectorizer.dataset import load_all
 from vectorizer.encoder import Encoder
 from vectorizer.images import open_image

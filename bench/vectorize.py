@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import load_config
-from vectorizer.catalog import load_catalog
+from ingest.catalog import load_catalog
 from vectorizer.dataset import load_all
 from vectorizer.device import bf16_supported
 from vectorizer.encoder import Encoder

@@ -47,7 +47,7 @@ def write_demo_config(folder: Path, **overrides) -> Path:
 
 def make_demo(folder: Path, count: int = 240, seed: int = 1, **overrides) -> DemoEnv:
     from build_index import build
-    from vectorizer.synthetic import generate_catalog
+    from ingest.synthetic import generate_catalog
     from vectorizer.train import train
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,10 @@ from build_index import build
 from config import load_config
 from index_store.base import IndexStaleError
 from index_store.store import IndexStore, current_version
+from ingest.synthetic import generate_catalog
 from search import SearchService
 from tests.fixtures_demo import ROOT, write_demo_config
 from tests.fixtures_http import sample_images
-from vectorizer.synthetic import generate_catalog
 
 
 def catalog_env(folder: Path, demo_env, count: int, **overrides):

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from config import ConfigError, load_config
+from ingest.catalog import CatalogError, import_kaggle, load_catalog, read_kaggle_styles
+from ingest.synthetic import generate_catalog
 from tests.test_config import write_config
-from vectorizer.catalog import CatalogError, import_kaggle, load_catalog, read_kaggle_styles
-from vectorizer.synthetic import generate_catalog
 
 REAL_DATA = Path(os.environ.get("FASHION_DATA", Path(__file__).resolve().parents[2] /
                                 "shared/datasets/fashion-product-images-small"))

@@ -89,7 +89,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 def test_cli_reports_config_error_without_traceback(tmp_path):
     path = write_config(tmp_path, {"ann_index.index_time.M": 0})
-    result = subprocess.run([sys.executable, "-m", "vectorizer.synthetic", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "ingest.synthetic", "--config", str(path)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "ann_index.index_time.M: must be >= 2, got 0" in result.stderr

@@ -7,21 +7,21 @@ import time
 import pytest
 from urllib3.connection import HTTPConnection
 
-import vectorizer.fetch as fetch
+import ingest.bulk as bulk
 from config.schema import DownloadConfig
-from tests.fixtures_http import sample_images
-from vectorizer.fetch import (
+from ingest.bulk import download_catalog_images
+from ingest.download import normalize_pasted_url
+from ingest.guard import (
     AddressPolicy,
     BlockedAddressError,
-    FetchError,
-    download_catalog_images,
-    fetch_image,
     guarded_connect,
     is_internal,
-    normalize_pasted_url,
     parse_networks,
-    product_image_urls,
 )
+from ingest.links import fetch_image
+from ingest.messages import FetchError
+from ingest.pages import product_image_urls
+from tests.fixtures_http import sample_images
 
 LOOPBACK = ["127.0.0.0/8"]
 
@@ -308,7 +308,7 @@ def test_bulk_download_keeps_order_reports_failures_and_caches(http_server, tmp_
 
 
 def test_bulk_download_retries_transient_errors_only(http_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(bulk, "RETRY_BACKOFF_S", 0.01)
 
     def download(path: str, retries: int):
         [result] = download_catalog_images([http_server.url(path)], tmp_path,

@@ -306,7 +306,7 @@ def test_mixed_item_columns_are_stored_as_text(tmp_path):
 
 def test_package_never_imports_torch_or_vectorizer():
     code = ("import sys, index_store, index_store.store, index_store.evaluate, "
-            "index_store.vector_cache\n"
+            "index_store.tune\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'vectorizer')]\n"
             "sys.exit(', '.join(bad) or None)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from index_store.vector_cache import VectorCache
 from util import files as files_module
+from vectorizer.vector_cache import VectorCache
 
 DIM = 8
 

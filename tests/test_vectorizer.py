@@ -80,7 +80,7 @@ def test_missing_labels_are_ignored_by_that_task_only(demo_env):
 
 
 def _demo_items(demo_env):
-    from vectorizer.catalog import load_catalog
+    from ingest.catalog import load_catalog
 
     return load_catalog(demo_env.fresh_config())
 

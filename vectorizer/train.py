@@ -17,9 +17,9 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from config import AppConfig, ConfigError, load_config
+from ingest.catalog import CatalogError, load_catalog, localize_images
 from util.files import atomic_path
 from vectorizer.augment import augment
-from vectorizer.catalog import CatalogError, load_catalog, localize_images
 from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vectorizer.dataset import load_all
 from vectorizer.device import autocast, pick_device, set_threads, training_precision

@@ -107,7 +107,7 @@ def patterned_fill(fill: tuple[int, ...], pattern: str, rng: np.random.Generator
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vectorizer.synthetic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ingest.synthetic", description=__doc__)
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--count", type=int, default=1200, help="number of products")
     parser.add_argument("--seed", type=int, default=0)

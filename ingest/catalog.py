@@ -1,4 +1,4 @@
-"""Read and validate the catalog table; import the Kaggle layout (`-m vectorizer.catalog`)."""
+"""Read and validate the catalog table; import the Kaggle layout (`-m ingest.catalog`)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def localize_images(items: pd.DataFrame, config: AppConfig) -> tuple[list[str], 
     paths, reasons = list(refs), ["" if ref else "no image path" for ref in refs]
     url_rows = [row for row, ref in enumerate(refs) if ref and is_http_url(ref)]
     if url_rows:
-        from vectorizer.fetch import download_catalog_images
+        from ingest.bulk import download_catalog_images
 
         results = download_catalog_images([refs[row] for row in url_rows],
                                           Path(config.paths.image_cache_path), config.download)
@@ -169,7 +169,7 @@ def import_kaggle(source: Path, out_table: Path) -> ImportReport:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vectorizer.catalog", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ingest.catalog", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     importer = commands.add_parser("import-kaggle", help="import the Kaggle fashion layout")
     importer.add_argument("source", type=Path, help="folder with styles.csv and images/")

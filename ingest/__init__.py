@@ -1,0 +1,1 @@
+"""Everything that brings images in: catalog table, demo catalog, safe downloads, pages."""
