@@ -15,12 +15,19 @@ import numpy as np
 import pandas as pd
 
 from config import AppConfig, ConfigError, load_config
+from contracts import (
+    BuildCounts,
+    CheckpointMeta,
+    IndexManifest,
+    IndexMetrics,
+    ModelSummary,
+    index_fingerprint,
+)
 from index_store.base import IndexStoreError
 from index_store.evaluate import latency_summary, recall_at_k, retrieval_metrics
 from index_store.store import IndexStore, current_version
 from index_store.tune import exact_knn, tune_saved_index
 from ingest.catalog import CatalogError, load_catalog, localize_images
-from search import index_fingerprint
 from util.files import file_sha256
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
@@ -125,7 +132,7 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
                                  query_params=config.ann_index.query_time.model_dump(),
                                  manifest={"fingerprint": index_fingerprint(config, encoder)})
     with timer.step("evaluate"):
-        metrics = evaluate_index(store, encoder.meta, config)
+        metrics = evaluate_index(store, encoder.checkpoint, config)
     summary = {
         "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
         "items_skipped": len(skipped),
@@ -141,10 +148,11 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
     return summary
 
 
-def evaluation_queries(store: IndexStore, meta: dict, config: AppConfig) -> tuple[np.ndarray, str]:
+def evaluation_queries(store: IndexStore, meta: CheckpointMeta, config: AppConfig
+                       ) -> tuple[np.ndarray, str]:
     """Held-out test products of the model, else a seeded leave-one-out sample of the catalog."""
     ids = store.items["id"]
-    test_ids = set(meta.get("split", {}).get("test", []))
+    test_ids = meta.test_ids
     rows = np.flatnonzero(ids.isin(test_ids).to_numpy())
     source = "held-out test split of the model"
     if len(rows) == 0:
@@ -160,7 +168,7 @@ def neighbours_without_self(found_rows: np.ndarray, own_row: int, k: int) -> np.
     return np.array(kept + [-1] * (k - len(kept)), dtype=np.int64)
 
 
-def evaluate_index(store: IndexStore, meta: dict, config: AppConfig) -> dict:
+def evaluate_index(store: IndexStore, meta: CheckpointMeta, config: AppConfig) -> dict:
     """mAP@k and P@k per task (and class) through the index, recall against exact, latency."""
     rows, source = evaluation_queries(store, meta, config)
     k, recall_k = config.evaluation.k, max(config.ann_index.k, 10)
@@ -179,7 +187,7 @@ def evaluate_index(store: IndexStore, meta: dict, config: AppConfig) -> dict:
     tasks = [t for t in config.task_columns if t in store.items]
     labels = store.items[tasks]
     return {"k": k, "queries": len(rows), "query_source": source,
-            "split": meta.get("split", {}).get("strategy", "none"),
+            "split": meta.split_strategy,
             "tasks": retrieval_metrics(labels.iloc[rows].reset_index(drop=True),
                                        approx_rows[:, :k], labels, tasks, k, query_rows=rows),
             "recall_k": recall_k,
@@ -198,22 +206,22 @@ def installed_version(package: str) -> str | None:
 def make_manifest(config: AppConfig, encoder: Encoder, summary: dict, seconds: dict) -> dict:
     import torch
 
-    return {
-        "fingerprint": index_fingerprint(config, encoder),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": json.loads(config.model_dump_json()),
-        "config_path": str(config.config_path),
-        "model": {"backbone": encoder.meta["backbone"], "checksum": encoder.checksum,
-                  "tasks": {t: len(c) for t, c in encoder.meta["tasks"].items()},
-                  "val": encoder.meta.get("metrics", {}).get("val", {}),
-                  "precision": encoder.precision},
-        "counts": {k: v for k, v in summary.items() if k != "metrics"},
-        "metrics": summary["metrics"],
-        "step_seconds": seconds,
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "nmslib": installed_version("nmslib"),
-                     "numpy": np.__version__, "pandas": pd.__version__},
-    }
+    checkpoint = encoder.checkpoint
+    return IndexManifest(
+        fingerprint=index_fingerprint(config, encoder),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        config=json.loads(config.model_dump_json()),
+        config_path=str(config.config_path),
+        model=ModelSummary(backbone=checkpoint.backbone, checksum=encoder.checksum,
+                           tasks={t: len(c) for t, c in checkpoint.tasks.items()},
+                           val=checkpoint.metrics.get("val", {}), precision=encoder.precision),
+        counts=BuildCounts(**{k: v for k, v in summary.items() if k != "metrics"}),
+        metrics=IndexMetrics.model_validate(summary["metrics"]),
+        step_seconds=seconds,
+        versions={"python": sys.version.split()[0], "torch": torch.__version__,
+                  "nmslib": installed_version("nmslib"),
+                  "numpy": np.__version__, "pandas": pd.__version__},
+    ).as_dict()
 
 
 def folder_size(folder: Path) -> int:

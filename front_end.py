@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from config import AppConfig, ConfigError, load_config
+from contracts import IndexManifest
 from index_store.base import IndexStoreError
 from index_store.store import current_version
 from ingest.links import fetch_image
@@ -586,60 +587,53 @@ def show_thumbnail(thumbnail: bytes | None, alt: str) -> None:
 
 
 def report_page(service: SearchService, service_key: str) -> None:
-    manifest = service.store.manifest or {}
-    metrics = manifest.get("metrics") or {}
+    manifest = service.manifest
+    metrics, model = manifest.metrics, manifest.model
     st.title("Index report")
-    model = manifest.get("model") or {}
-    st.caption(f"Index version {md(manifest.get('version', '?'))}, built "
-               f"{md(manifest.get('built_at', '?'))} with config "
-               f"{md(manifest.get('config_path', '?'))}; model {md(model.get('backbone', '?'))}, "
-               f"checksum {md(str(model.get('checksum', '?'))[:12])}.")
-    report_numbers(manifest, metrics)
-    tasks = metrics.get("tasks") or {}
+    st.caption(f"Index version {md(manifest.version)}, built {md(manifest.built_at)} with config "
+               f"{md(manifest.config_path)}; model {md(model.backbone)}, "
+               f"checksum {md(model.checksum[:12])}.")
+    report_numbers(manifest)
+    tasks = metrics.tasks
     if not tasks:
         st.info("This index has no evaluation metrics (rebuild it with build_index.py).")
         return
-    k = metrics.get("k", "k")
+    k = metrics.k or "k"
     st.subheader(f"Retrieval quality: mAP@{k} per attribute")
-    st.caption(f"{metrics.get('queries', '?')} queries ({md(metrics.get('query_source', ''))}); "
+    st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
                "a result counts as relevant when it shares the query's attribute value.")
-    per_task = pd.DataFrame([{"attribute": task, "mAP": values.get("map_at_k", 0.0),
-                              "precision": values.get("precision_at_k", 0.0)}
+    per_task = pd.DataFrame([{"attribute": task, "mAP": values.map_at_k,
+                              "precision": values.precision_at_k}
                              for task, values in tasks.items()])
     st.altair_chart(bar_chart(per_task, "attribute", k), width="stretch")
     st.subheader(f"mAP@{k} per class")
     task = st.selectbox("Attribute", list(tasks), key="report_task")
-    per_class = pd.DataFrame([{"class": name, "mAP": values.get("map_at_k", 0.0),
-                               "precision": values.get("precision_at_k", 0.0),
-                               "queries": values.get("queries", 0)}
-                              for name, values in (tasks[task].get("per_class") or {}).items()])
+    per_class = pd.DataFrame([{"class": name, "mAP": values.map_at_k,
+                               "precision": values.precision_at_k, "queries": values.queries}
+                              for name, values in tasks[task].per_class.items()])
     if per_class.empty:
         st.caption("No per-class figures for this attribute.")
     else:
         st.altair_chart(bar_chart(per_class, "class", k), width="stretch")
-    skipped_reasons((manifest.get("counts") or {}).get("skipped_reasons") or {})
+    skipped_reasons(manifest.counts.skipped_reasons)
 
 
-def report_numbers(manifest: dict, metrics: dict) -> None:
-    counts = manifest.get("counts") or {}
-    model = manifest.get("model") or {}
-    latency = metrics.get("latency") or {}
-    indexed = counts.get("items_indexed", manifest.get("n_items", 0))
+def report_numbers(manifest: IndexManifest) -> None:
+    metrics, model, latency = manifest.metrics, manifest.model, manifest.metrics.latency
     first = st.columns(4)
-    first[0].metric("Catalog items", f"{counts.get('items_in_catalog', indexed):,}")
-    first[1].metric("Indexed", f"{indexed:,}")
-    first[2].metric("Skipped items", f"{counts.get('items_skipped', 0):,}",
+    first[0].metric("Catalog items", f"{manifest.items_in_catalog:,}")
+    first[1].metric("Indexed", f"{manifest.items_indexed:,}")
+    first[2].metric("Skipped items", f"{manifest.counts.items_skipped:,}",
                     help="Rows whose image could not be read (listed in skipped.csv).")
-    first[3].metric("Built", str(manifest.get("built_at", "?"))[:10])
+    first[3].metric("Built", manifest.built_at[:10])
     second = st.columns(4)
-    second[0].metric("Model", str(model.get("backbone", "?")),
-                     help=f"checksum {str(model.get('checksum', '?'))[:12]}")
-    recall = metrics.get("recall_at_k")
-    second[1].metric(f"Index recall@{metrics.get('recall_k', 'k')}",
+    second[0].metric("Model", model.backbone, help=f"checksum {model.checksum[:12]}")
+    recall = metrics.recall_at_k
+    second[1].metric(f"Index recall@{metrics.recall_k or 'k'}",
                      "?" if recall is None else f"{recall:.3f}",
                      help="Share of the exact nearest neighbours the index returns.")
-    second[2].metric("Search latency p50", f"{latency.get('p50_ms', 0):.2f} ms")
-    second[3].metric("Search latency p99", f"{latency.get('p99_ms', 0):.2f} ms")
+    second[2].metric("Search latency p50", f"{latency.p50_ms:.2f} ms")
+    second[3].metric("Search latency p99", f"{latency.p99_ms:.2f} ms")
 
 
 def bar_chart(frame: pd.DataFrame, category: str, k: object) -> alt.Chart:

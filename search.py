@@ -13,31 +13,17 @@ import pandas as pd
 from PIL import Image
 
 from config import AppConfig, ConfigError, load_config
+from contracts import IndexManifest, index_fingerprint
 from index_store.base import IndexStoreError
 from index_store.store import IndexStore
 from ingest.links import fetch_image
 from ingest.messages import FetchError
-from util.files import file_sha256
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
 from vectorizer.encoder import Encoder, Prediction
 from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)
-
-
-def index_fingerprint(config: AppConfig, encoder: Encoder) -> dict:
-    """Everything that changes the built index; query-time settings and UI never appear here."""
-    return {
-        "model_checksum": encoder.checksum,
-        "catalog_checksum": file_sha256(Path(config.paths.images_dataframe_path)),
-        "preprocess": encoder.meta["preprocess"],
-        "layer_to_get_input": encoder.meta["layer_to_get_input"],
-        "backend": config.backend,
-        "space": config.ann_index.init_time.space,
-        "method": config.ann_index.init_time.method,
-        "index_time": config.ann_index.index_time.model_dump(exclude={"indexThreadQty"}),
-    }
 
 
 @dataclass
@@ -65,6 +51,11 @@ class SearchService:
     @property
     def items(self) -> pd.DataFrame:
         return self.store.items
+
+    @property
+    def manifest(self) -> IndexManifest:
+        """The loaded index version's manifest, typed (older manifests read with defaults)."""
+        return IndexManifest.model_validate(self.store.manifest or {})
 
     def band(self, distance: float) -> str:
         bands = self.config.ui.bands

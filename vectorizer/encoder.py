@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from config import AppConfig
+from contracts import CheckpointMeta
 from util.files import file_sha256
 from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.dataset import iterate_batches
@@ -37,12 +38,13 @@ class Encoder:
                  device: torch.device | None = None) -> None:
         self.device = device or pick_device()
         self.precision = resolve_precision(precision, self.device)
-        self.meta, self.checksum = meta, checksum
-        self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.classes: dict[str, list[str]] = meta["tasks"]
+        self.meta, self.checksum = meta, checksum  # meta: the checkpoint's dict, as stored
+        self.checkpoint = CheckpointMeta.model_validate(meta)
+        self.preprocess = Preprocess.from_dict(self.checkpoint.preprocess)
+        self.classes: dict[str, list[str]] = self.checkpoint.tasks
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
-        self.hook = VectorHook(self.model, meta["layer_to_get_input"])
-        mean = meta.get("vector_mean")
+        self.hook = VectorHook(self.model, self.checkpoint.layer_to_get_input)
+        mean = self.checkpoint.vector_mean
         self.vector_mean = torch.tensor(mean, dtype=torch.float32, device=self.device) \
             if mean else None
         self._lock = threading.Lock()
@@ -57,7 +59,7 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        return int(self.meta.get("vector_dim") or 0)
+        return int(self.checkpoint.vector_dim or 0)
 
     def forward(self, images: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """uint8 [n, 3, s, s] → (unit vectors [n, d], class probabilities per task)."""
