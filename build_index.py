@@ -17,16 +17,15 @@ import pandas as pd
 from config import AppConfig, ConfigError, load_config
 from contracts import (
     BuildCounts,
-    CheckpointMeta,
     IndexManifest,
     IndexMetrics,
     ModelSummary,
     index_fingerprint,
 )
 from index_store.base import IndexStoreError
-from index_store.evaluate import latency_summary, recall_at_k, retrieval_metrics
+from index_store.evaluate import evaluate_index
 from index_store.store import IndexStore, current_version
-from index_store.tune import exact_knn, tune_saved_index
+from index_store.tune import tune_saved_index
 from ingest.catalog import CatalogError, load_catalog, localize_images
 from util.files import file_sha256
 from util.urls import is_http_url
@@ -132,7 +131,11 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
                                  query_params=config.ann_index.query_time.model_dump(),
                                  manifest={"fingerprint": index_fingerprint(config, encoder)})
     with timer.step("evaluate"):
-        metrics = evaluate_index(store, encoder.checkpoint, config)
+        metrics = evaluate_index(
+            store, tasks=config.task_columns, k=config.evaluation.k,
+            recall_k=max(config.ann_index.k, 10), test_ids=encoder.checkpoint.test_ids,
+            split=encoder.checkpoint.split_strategy, max_queries=config.evaluation.max_queries,
+            seed=config.evaluation.seed)
     summary = {
         "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
         "items_skipped": len(skipped),
@@ -146,53 +149,6 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
     summary.update(version=version_dir.name, step_seconds=timer.seconds,
                    index_bytes=folder_size(version_dir), skipped_file=str(root / "skipped.csv"))
     return summary
-
-
-def evaluation_queries(store: IndexStore, meta: CheckpointMeta, config: AppConfig
-                       ) -> tuple[np.ndarray, str]:
-    """Held-out test products of the model, else a seeded leave-one-out sample of the catalog."""
-    ids = store.items["id"]
-    test_ids = meta.test_ids
-    rows = np.flatnonzero(ids.isin(test_ids).to_numpy())
-    source = "held-out test split of the model"
-    if len(rows) == 0:
-        rows, source = np.arange(len(ids)), "leave-one-out sample of the catalog"
-    if len(rows) > config.evaluation.max_queries:
-        rng = np.random.default_rng(config.evaluation.seed)
-        rows = np.sort(rng.choice(rows, config.evaluation.max_queries, replace=False))
-    return rows, source
-
-
-def neighbours_without_self(found_rows: np.ndarray, own_row: int, k: int) -> np.ndarray:
-    kept = [row for row in found_rows.tolist() if row != own_row][:k]
-    return np.array(kept + [-1] * (k - len(kept)), dtype=np.int64)
-
-
-def evaluate_index(store: IndexStore, meta: CheckpointMeta, config: AppConfig) -> dict:
-    """mAP@k and P@k per task (and class) through the index, recall against exact, latency."""
-    rows, source = evaluation_queries(store, meta, config)
-    k, recall_k = config.evaluation.k, max(config.ann_index.k, 10)
-    depth = max(k, recall_k)
-    space = config.ann_index.init_time.space
-    approx, seconds = [], []
-    for row in rows:
-        vector = store.vectors[row]
-        began = time.perf_counter()
-        found = store.backend.query(vector, depth + 1)
-        seconds.append(time.perf_counter() - began)
-        approx.append(neighbours_without_self(found.rows, row, depth))
-    approx_rows = np.array(approx)
-    exact_rows, _ = exact_knn(store.vectors, store.vectors[rows], depth, space,
-                              own_rows=np.asarray(rows))
-    tasks = [t for t in config.task_columns if t in store.items]
-    labels = store.items[tasks]
-    return {"k": k, "queries": len(rows), "query_source": source,
-            "split": meta.split_strategy,
-            "tasks": retrieval_metrics(labels.iloc[rows].reset_index(drop=True),
-                                       approx_rows[:, :k], labels, tasks, k, query_rows=rows),
-            "recall_k": recall_k,
-            "recall_at_k": recall_at_k(approx_rows[:, :recall_k], exact_rows[:, :recall_k]),
-            "latency": latency_summary(seconds)}
 
 
 def installed_version(package: str) -> str | None:

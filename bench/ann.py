@@ -13,22 +13,21 @@ from common import (
     clustered_vectors,
     emit,
     environment,
-    folder_bytes,
     holdout_split,
     int_list,
     latency,
     log,
     markdown_table,
     nmslib_build_kind,
-    rows_matrix,
     timed_queries,
 )
 
 from index_store.backends import backend_class, make_backend
 from index_store.base import Backend
-from index_store.evaluate import recall_at_k
-from index_store.nmslib_hnsw import INDEX_FILE
-from index_store.tune import exact_knn
+from index_store.evaluate import recall_sweep
+from index_store.exact import exact_knn
+from index_store.measure import cheapest
+from index_store.tune import index_file_bytes
 
 SPACE = "cosinesimil"
 EXACT_QUERIES = 200
@@ -61,7 +60,7 @@ def build_save_load(base: np.ndarray, args) -> tuple[Backend, dict]:
     with tempfile.TemporaryDirectory(prefix="bench-ann-") as folder:
         with Timer() as save:
             backend.save(Path(folder))
-        size = sum(folder_bytes(p) for p in Path(folder).glob(INDEX_FILE + "*"))
+        size = index_file_bytes(backend, Path(folder))
         with Timer() as load:
             loaded = backend_class("nmslib").load(Path(folder), base, SPACE, params, {})
     return loaded, {"build_s": build.seconds, "save_s": save.seconds, "load_s": load.seconds,
@@ -69,13 +68,10 @@ def build_save_load(base: np.ndarray, args) -> tuple[Backend, dict]:
 
 
 def sweep(backend: Backend, queries: np.ndarray, truth: np.ndarray, args) -> list[dict]:
-    rows = []
-    for ef in args.ef:
-        backend.set_query_params(efSearch=ef)
-        found, seconds = timed_queries(lambda q: backend.query(q, args.k).rows, queries)
-        recall = recall_at_k(rows_matrix(found, args.k), truth)
-        rows.append({"efSearch": ef, f"recall_at_{args.k}": recall, **latency(seconds)})
-    return rows
+    rows = recall_sweep(backend, [{"efSearch": ef} for ef in args.ef], queries, truth, args.k)
+    return [{"efSearch": row["setting"]["efSearch"], f"recall_at_{args.k}": row["recall"],
+             **{key: row[key] for key in ("p50_ms", "p99_ms", "mean_ms", "qps")}}
+            for row in rows]
 
 
 def exact_reference(base: np.ndarray, queries: np.ndarray, k: int) -> dict:
@@ -102,10 +98,8 @@ def run_size(n: int, args) -> dict:
 
 def cheapest_at(sweep: list[dict], key: str, target: float) -> dict:
     """The lowest-p50 row reaching target recall, else the best-recall row."""
-    reaching = [row for row in sweep if row[key] >= target]
-    if reaching:
-        return min(reaching, key=lambda row: row["p50_ms"])
-    return max(sweep, key=lambda row: row[key])
+    return (cheapest(sweep, lambda row: row[key] >= target, lambda row: row["p50_ms"])
+            or max(sweep, key=lambda row: row[key]))
 
 
 def summary_lines(result: dict) -> list[str]:

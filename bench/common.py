@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # scripts run as `python bench/x.py`: make the packages importable
     sys.path.insert(0, str(ROOT))
 
+from index_store.exact import exact_knn  # noqa: E402 - after the path setup above
+from index_store.measure import latency_summary, timed_queries  # noqa: E402, F401
+
 OUT_DIR = ROOT / "docs" / "benchmarks"
 _CHUNK_ROWS = 16384
 
@@ -57,12 +60,8 @@ def holdout_split(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np
 
 
 def exact_top(queries: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the k most similar pool vectors per query (unit vectors: highest dot product)."""
-    top = []
-    for start in range(0, len(queries), 512):
-        scores = queries[start:start + 512] @ pool.T
-        top.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
-    return np.concatenate(top)
+    """Rows of the k nearest pool vectors per query by cosine distance (`exact_knn`)."""
+    return exact_knn(pool, queries, k, "cosinesimil")[0]
 
 
 def split_rows(items, split: dict, queries: int, quick: bool, seed: int = 0
@@ -112,42 +111,9 @@ def rss_bytes() -> int:
     return kib * 1024
 
 
-def timed_queries(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray,
-                  warmup: int = 20) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each query searched alone (as the app does): (results, seconds per query)."""
-    for query in queries[:warmup]:
-        search(query)
-    results, seconds = [], np.empty(len(queries))
-    for i, query in enumerate(queries):
-        began = time.perf_counter()
-        results.append(search(query))
-        seconds[i] = time.perf_counter() - began
-    return results, seconds
-
-
 def latency(seconds: Sequence[float]) -> dict[str, float]:
     """p50 / p99 / mean in ms and single-thread QPS (1 / mean latency)."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    mean = float(ms.mean())
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": mean, "qps": 1000.0 / mean if mean > 0 else float("inf")}
-
-
-def rows_matrix(results: Iterable[np.ndarray], k: int) -> np.ndarray:
-    """[n_queries, k] int64 rows, -1 padded."""
-    results = list(results)
-    out = np.full((len(results), k), -1, np.int64)
-    for i, rows in enumerate(results):
-        rows = np.asarray(rows, dtype=np.int64)[:k]
-        out[i, : len(rows)] = rows
-    return out
-
-
-def folder_bytes(path: Path) -> int:
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return latency_summary(seconds, qps=True)
 
 
 def environment() -> dict[str, Any]:
@@ -205,6 +171,15 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def config_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """--config (default: the real catalog's), --quick (its meaning) and --json."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--config", default="config/fashion.yml")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--json", action="store_true")
     return parser
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,215 +21,24 @@ from common import (
     clustered_vectors,
     emit,
     environment,
-    folder_bytes,
     holdout_split,
     int_list,
-    latency,
     log,
     markdown_table,
     nmslib_build_kind,
-    rows_matrix,
     rss_bytes,
-    timed_queries,
 )
+from libraries import ANNOY_TREES, HNSW, LIBRARIES, SPACE
 
-from index_store.backends import make_backend
 from index_store.base import unit_rows
-from index_store.evaluate import recall_at_k, retrieval_metrics
-from index_store.nmslib_hnsw import INDEX_FILE
-from index_store.tune import exact_knn
+from index_store.evaluate import recall_sweep, retrieval_metrics
+from index_store.exact import exact_knn
+from index_store.measure import cheapest
 
-SPACE = "cosinesimil"
 SIMD = "nmslib-simd"
-LIBRARIES = ("nmslib", "exact", "faiss-flat", "faiss-ivfpq", "annoy", "hnswlib")
+LIBRARY_NAMES = tuple(LIBRARIES)
 TARGETS = (0.90, 0.95, 0.99)
 MAP_K = 5
-HNSW = {"M": 16, "efConstruction": 200}
-EF_SWEEP = (10, 20, 40, 80, 160, 320)
-ANNOY_TREES = 50
-ANNOY_SEARCH_K = (1, 2, 4, 8, 16, 32, 64)  # multiples of n_trees * k (annoy's default search_k)
-NPROBE_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-# library adapters (run inside a worker process) ------------------------------------------------
-
-
-class Adapter:
-    """One library: build over unit vectors, save, then per setting search one query at a time."""
-
-    name = ""
-
-    def __init__(self, threads: int, k: int) -> None:
-        self.threads, self.k = threads, k
-        self.params: dict = {}
-
-    def build(self, base: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def save(self, folder: Path) -> int:
-        """Write the index into folder; bytes on disk."""
-        raise NotImplementedError
-
-    def settings(self) -> list[dict]:
-        return [{}]
-
-    def apply(self, setting: dict) -> None:
-        """Switch to a query-time setting."""
-
-    def search(self, query: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class NmslibAdapter(Adapter):
-    """The product's nmslib backend (index_store), distances and all."""
-
-    name = "nmslib"
-
-    def build(self, base: np.ndarray) -> None:
-        self.params = dict(HNSW, indexThreadQty=self.threads, post=0)
-        self.backend = make_backend("nmslib", SPACE, self.params)
-        self.backend.build(base)
-
-    def save(self, folder: Path) -> int:
-        self.backend.save(folder)
-        return sum(folder_bytes(p) for p in folder.glob(INDEX_FILE + "*"))
-
-    def settings(self) -> list[dict]:
-        return [{"efSearch": ef} for ef in EF_SWEEP]
-
-    def apply(self, setting: dict) -> None:
-        self.backend.set_query_params(**setting)
-
-    def search(self, query: np.ndarray) -> np.ndarray:
-        return self.backend.query(query, self.k).rows
-
-
-class ExactAdapter(NmslibAdapter):
-    """The product's exact numpy backend (no index file: it scans the store's vectors.npy)."""
-
-    name = "exact"
-
-    def build(self, base: np.ndarray) -> None:
-        self.backend = make_backend("exact", SPACE)
-        self.backend.build(base)
-
-    def save(self, folder: Path) -> int:
-        return 0
-
-    def settings(self) -> list[dict]:
-        return [{}]
-
-
-class FaissFlatAdapter(Adapter):
-    name = "faiss-flat"
-
-    def build(self, base: np.ndarray) -> None:
-        import faiss
-
-        faiss.omp_set_num_threads(self.threads)
-        self.index = faiss.IndexFlatIP(base.shape[1])
-        self.index.add(base)
-
-    def save(self, folder: Path) -> int:
-        import faiss
-
-        faiss.write_index(self.index, str(folder / "faiss.index"))
-        return folder_bytes(folder / "faiss.index")
-
-    def search(self, query: np.ndarray) -> np.ndarray:
-        return self.index.search(query[None, :], self.k)[1][0]
-
-
-class FaissIvfPqAdapter(FaissFlatAdapter):
-    """IVF with sqrt-scaled lists, PQ codes of 8 dimensions per byte; no re-ranking."""
-
-    name = "faiss-ivfpq"
-
-    def build(self, base: np.ndarray) -> None:
-        import faiss
-
-        faiss.omp_set_num_threads(self.threads)
-        n, dim = base.shape
-        nlist = int(min(max(16, 4 * math.sqrt(n)), n // 8))
-        m = _pq_subquantizers(dim)
-        self.params = {"nlist": nlist, "m": m, "nbits": 8}
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFPQ(self.quantizer, dim, nlist, m, 8,
-                                      faiss.METRIC_INNER_PRODUCT)
-        self.index.train(base)
-        self.index.add(base)
-
-    def settings(self) -> list[dict]:
-        return [{"nprobe": p} for p in NPROBE_SWEEP if p <= self.params["nlist"]]
-
-    def apply(self, setting: dict) -> None:
-        self.index.nprobe = setting["nprobe"]
-
-
-def _pq_subquantizers(dim: int) -> int:
-    """Sub-quantizers of about 8 dimensions each (a divisor of dim)."""
-    for m in range(max(1, dim // 8), dim + 1):
-        if dim % m == 0:
-            return m
-    return dim
-
-
-class AnnoyAdapter(Adapter):
-    name = "annoy"
-
-    def build(self, base: np.ndarray) -> None:
-        from annoy import AnnoyIndex
-
-        self.params = {"n_trees": ANNOY_TREES, "metric": "angular"}
-        self.index = AnnoyIndex(base.shape[1], "angular")
-        for row, vector in enumerate(base):
-            self.index.add_item(row, vector)
-        self.index.build(ANNOY_TREES, n_jobs=self.threads)
-        self.search_k = -1
-
-    def save(self, folder: Path) -> int:
-        self.index.save(str(folder / "annoy.ann"))  # the index now maps the file
-        return folder_bytes(folder / "annoy.ann")
-
-    def settings(self) -> list[dict]:
-        return [{"search_k": ANNOY_TREES * self.k * f} for f in ANNOY_SEARCH_K]
-
-    def apply(self, setting: dict) -> None:
-        self.search_k = setting["search_k"]
-
-    def search(self, query: np.ndarray) -> np.ndarray:
-        return np.asarray(self.index.get_nns_by_vector(query, self.k, search_k=self.search_k))
-
-
-class HnswlibAdapter(Adapter):
-    name = "hnswlib"
-
-    def build(self, base: np.ndarray) -> None:
-        import hnswlib
-
-        self.params = {"M": HNSW["M"], "ef_construction": HNSW["efConstruction"]}
-        self.index = hnswlib.Index(space="cosine", dim=base.shape[1])
-        self.index.init_index(max_elements=len(base), M=HNSW["M"],
-                              ef_construction=HNSW["efConstruction"], random_seed=0)
-        self.index.add_items(base, np.arange(len(base)), num_threads=self.threads)
-        self.index.set_num_threads(1)
-
-    def save(self, folder: Path) -> int:
-        self.index.save_index(str(folder / "hnswlib.bin"))
-        return folder_bytes(folder / "hnswlib.bin")
-
-    def settings(self) -> list[dict]:
-        return [{"ef": ef} for ef in EF_SWEEP]
-
-    def apply(self, setting: dict) -> None:
-        self.index.set_ef(setting["ef"])
-
-    def search(self, query: np.ndarray) -> np.ndarray:
-        return self.index.knn_query(query, k=self.k)[0][0].astype(np.int64)
-
-
-ADAPTERS = {cls.name: cls for cls in (NmslibAdapter, ExactAdapter, FaissFlatAdapter,
-                                      FaissIvfPqAdapter, AnnoyAdapter, HnswlibAdapter)}
 
 
 # the worker: one library on one dataset, in its own process (clean RSS, crashes contained) -----
@@ -240,29 +49,24 @@ def run_worker(args: argparse.Namespace) -> int:
     base, queries = np.load(data / "base.npy"), np.load(data / "queries.npy")
     truth = np.load(data / "truth.npy")
     labels = _read_labels(data)
-    adapter = ADAPTERS[args.worker](args.threads, args.k)
-    _import_library(adapter.name)
+    library = LIBRARIES[args.worker]
+    if library.module:  # before the RSS baseline, so the library's code is not counted as index
+        __import__(library.module)
+    backend = library.make(args.threads)
     gc.collect()
     before = rss_bytes()
     with Timer() as build:
-        adapter.build(base)
+        backend.build(base)
     ram = rss_bytes() - before
     with tempfile.TemporaryDirectory(prefix="bench-idx-") as folder:
-        size = adapter.save(Path(folder))
-        sweep = [measure(adapter, setting, queries, truth, labels, args.k)
-                 for setting in adapter.settings()]
-    result = {"library": adapter.name, "params": adapter.params, "build_s": build.seconds,
+        backend.save(Path(folder))
+        size = library.index_bytes(Path(folder))
+        sweep = recall_sweep(backend, library.settings(backend, args.k), queries, truth, args.k,
+                             extra=None if labels is None else map_at_k(labels))
+    result = {"library": library.name, "params": backend.index_params, "build_s": build.seconds,
               "index_bytes": size, "ram_bytes": ram, "sweep": sweep}
     Path(args.result).write_text(json.dumps(result))
     return 0
-
-
-def _import_library(name: str) -> None:
-    """Import the library before the RSS baseline, so its code is not counted as index."""
-    modules = {"faiss-flat": "faiss", "faiss-ivfpq": "faiss", "annoy": "annoy",
-               "hnswlib": "hnswlib", "nmslib": "nmslib"}
-    if name in modules:
-        __import__(modules[name])
 
 
 def _read_labels(data: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -272,17 +76,15 @@ def _read_labels(data: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
             pd.read_parquet(data / "query_labels.parquet"))
 
 
-def measure(adapter: Adapter, setting: dict, queries: np.ndarray, truth: np.ndarray,
-            labels: tuple[pd.DataFrame, pd.DataFrame] | None, k: int) -> dict:
-    adapter.apply(setting)
-    found, seconds = timed_queries(adapter.search, queries)
-    rows = rows_matrix(found, k)
-    result = {"setting": setting, "recall": recall_at_k(rows, truth), **latency(seconds)}
-    if labels is not None:
-        pool, asked = labels
+def map_at_k(labels: tuple[pd.DataFrame, pd.DataFrame]) -> Callable[[np.ndarray], dict]:
+    """mAP@5 of the found rows, a result counting when it shares the query's label."""
+    pool, asked = labels
+
+    def figures(rows: np.ndarray) -> dict:
         metrics = retrieval_metrics(asked, rows[:, :MAP_K], pool, ["label"], MAP_K)
-        result[f"map_at_{MAP_K}"] = metrics["label"]["map_at_k"]
-    return result
+        return {f"map_at_{MAP_K}": metrics["label"]["map_at_k"]}
+
+    return figures
 
 
 # the driver: datasets, one worker per library, summary, table and plot -------------------------
@@ -348,11 +150,10 @@ def _failure_note(stderr: str) -> str:
 
 def _with_targets(result: dict) -> dict:
     """Add, per target recall, the cheapest (lowest p50) setting reaching it."""
-    result["targets"] = {}
-    for target in TARGETS:
-        reaching = [row for row in result["sweep"] if row["recall"] >= target]
-        result["targets"][f"{target:.2f}"] = (min(reaching, key=lambda r: r["p50_ms"])
-                                              if reaching else None)
+    result["targets"] = {
+        f"{target:.2f}": cheapest(result["sweep"], lambda row, t=target: row["recall"] >= t,
+                                  lambda row: row["p50_ms"])
+        for target in TARGETS}
     return result
 
 
@@ -488,8 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="build threads (searches are one query at a time)")
-    parser.add_argument("--libraries", type=lambda s: s.split(","), default=list(LIBRARIES),
-                        help=f"comma-separated subset of {','.join(LIBRARIES)}")
+    parser.add_argument("--libraries", type=lambda s: s.split(","), default=list(LIBRARY_NAMES),
+                        help=f"comma-separated subset of {','.join(LIBRARY_NAMES)}")
     parser.add_argument("--vectors", type=Path, help="also a real catalog: an index's vectors.npy")
     parser.add_argument("--items", type=Path, help="items.parquet row-aligned with --vectors")
     parser.add_argument("--label", help="label column of --items for mAP@5, e.g. articleType")
@@ -499,13 +300,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a folder holding a SIMD source build of nmslib (pip install "
                              "--target DIR --no-deps --no-binary nmslib nmslib==2.1.2): "
                              "adds nmslib-simd")
-    parser.add_argument("--worker", choices=sorted(ADAPTERS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=sorted(LIBRARIES), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.libraries) - {*LIBRARIES, SIMD})
+    unknown = sorted(set(args.libraries) - {*LIBRARY_NAMES, SIMD})
     if unknown:
-        parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARIES)}, {SIMD}")
+        parser.error(f"unknown libraries {unknown}; choose from {', '.join(LIBRARY_NAMES)}, {SIMD}")
     simd_dir = Path(args.nmslib_simd) if args.nmslib_simd else None
     if SIMD in args.libraries and not (simd_dir and any(simd_dir.glob("nmslib*.so"))):
         parser.error(f"{SIMD} needs --nmslib-simd DIR (or NMSLIB_SIMD_PATH) naming a folder with "

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import config_parser
+
 from config import load_config
+from index_store.measure import latency_summary
 from search import SearchService
 from vectorizer.images import open_image
 
 
-def percentile_ms(seconds: list[float], q: float) -> float:
-    return float(np.percentile(np.array(seconds) * 1000, q))
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="config/fashion.yml")
+    parser = config_parser(__doc__, quick="60 queries")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="60 queries")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     config = load_config(args.config)
     service = SearchService.load(config)
@@ -45,11 +38,11 @@ def main() -> int:
         embed.append(embedded - began)
         search.append(done - embedded)
         total.append(done - began)
+    totals = latency_summary(total[1:])
     result = {"queries": len(blobs), "items": service.store.size,
-              "embed_p50_ms": percentile_ms(embed[1:], 50),
-              "search_p50_ms": percentile_ms(search[1:], 50),
-              "total_p50_ms": percentile_ms(total[1:], 50),
-              "total_p99_ms": percentile_ms(total[1:], 99)}
+              "embed_p50_ms": latency_summary(embed[1:])["p50_ms"],
+              "search_p50_ms": latency_summary(search[1:])["p50_ms"],
+              "total_p50_ms": totals["p50_ms"], "total_p99_ms": totals["p99_ms"]}
     result["total_over_embed"] = round(result["total_p50_ms"] / result["embed_p50_ms"], 3)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0

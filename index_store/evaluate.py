@@ -1,11 +1,24 @@
-"""Retrieval quality and speed: mAP@k, precision@k per task and class, recall vs exact, latency."""
+"""Evaluating a built index: mAP@k and precision@k per task and class, recall against exact
+search, latency; `evaluate_index` is the procedure `build_index.py` runs before saving."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from index_store.base import Backend
+from index_store.exact import exact_knn
+from index_store.measure import (
+    latency_summary,
+    rows_matrix,
+    search_own_rows,
+    sweep,
+    timed_queries,
+)
+from index_store.store import IndexStore
 
 
 def average_precision_at_k(relevance: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
@@ -120,19 +133,50 @@ def recall_at_k(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
     return float(np.mean(fractions)) if fractions else float("nan")
 
 
-def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p99 and mean latency in milliseconds (NaN for no measurements)."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    if ms.size == 0:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan")}
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean())}
+def evaluation_queries(ids: pd.Series, test_ids: set[str], max_queries: int, seed: int
+                       ) -> tuple[np.ndarray, str]:
+    """Held-out test products of the model, else a seeded leave-one-out sample of the catalog."""
+    rows = np.flatnonzero(ids.isin(test_ids).to_numpy())
+    source = "held-out test split of the model"
+    if len(rows) == 0:
+        rows, source = np.arange(len(ids)), "leave-one-out sample of the catalog"
+    if len(rows) > max_queries:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(rows, max_queries, replace=False))
+    return rows, source
 
 
-def neighbors_to_rows(neighbors: Sequence, k: int) -> np.ndarray:
-    """[n_queries, k] int64 row matrix (-1 padded) from a list of `Neighbors`."""
-    out = np.full((len(neighbors), k), -1, np.int64)
-    for i, found in enumerate(neighbors):
-        rows = np.asarray(found.rows)[:k]
-        out[i, : len(rows)] = rows
-    return out
+def evaluate_index(store: IndexStore, *, tasks: Sequence[str], k: int, recall_k: int,
+                   test_ids: set[str], split: str, max_queries: int, seed: int) -> dict:
+    """mAP@k and P@k per task (and class) through the index, recall against exact, latency.
+
+    Each query is a catalog row searched with its own row left out; recall@recall_k compares
+    the index's rows with `exact_knn`'s; latency is one query at a time, no warm-up.
+    """
+    rows, source = evaluation_queries(store.items["id"], test_ids, max_queries, seed)
+    depth = max(k, recall_k)
+    found, seconds = search_own_rows(store.backend, store.vectors, rows, depth, warmup=0)
+    approx_rows = rows_matrix(found, depth)
+    exact_rows, _ = exact_knn(store.vectors, store.vectors[rows], depth, store.space,
+                              own_rows=np.asarray(rows))
+    tasks = [t for t in tasks if t in store.items]
+    labels = store.items[tasks]
+    return {"k": k, "queries": len(rows), "query_source": source, "split": split,
+            "tasks": retrieval_metrics(labels.iloc[rows].reset_index(drop=True),
+                                       approx_rows[:, :k], labels, tasks, k, query_rows=rows),
+            "recall_k": recall_k,
+            "recall_at_k": recall_at_k(approx_rows[:, :recall_k], exact_rows[:, :recall_k]),
+            "latency": latency_summary(seconds)}
+
+
+def recall_sweep(backend: Backend, settings: Iterable[Mapping[str, Any]], queries: np.ndarray,
+                 truth: np.ndarray, k: int,
+                 extra: Callable[[np.ndarray], dict] | None = None) -> list[dict]:
+    """Per query-time setting: recall@k of single queries against `truth` (exact rows [q, k]),
+    `extra(found rows)` figures (e.g. mAP) and the latency with QPS (see `measure.sweep`)."""
+    def measure() -> tuple[dict, list[float]]:
+        found, seconds = timed_queries(lambda query: backend.query(query, k).rows, queries)
+        rows = rows_matrix(found, k)
+        return {"recall": recall_at_k(rows, truth), **(extra(rows) if extra else {})}, seconds
+
+    return sweep(lambda setting: backend.set_query_params(**setting), settings, measure)

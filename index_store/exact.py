@@ -1,9 +1,11 @@
-"""Brute-force numpy backend: exact answers, the reference approximate backends are measured by."""
+"""Exact search: the brute-force numpy backend, and `exact_knn`, the batched ground truth every
+approximate backend is measured against (build evaluation, `--tune`, `bench/`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from index_store.base import (
     Neighbors,
     as_matrix,
     as_query,
+    check_space,
     cosine_from_unit,
     exact_distances,
     l2_from_norms,
@@ -27,6 +30,7 @@ from index_store.base import (
 log = logging.getLogger(__name__)
 
 MARKER = "exact.json"
+_SCORE_BUDGET = 1 << 25  # floats per query chunk of the exact ground truth (128 MiB)
 
 
 class ExactBackend(Backend):
@@ -91,3 +95,51 @@ class ExactBackend(Backend):
     @property
     def size(self) -> int:
         return int(self._vectors.shape[0])
+
+
+# exact ground truth for many queries (evaluation, --tune, bench/) ---------------------------
+
+
+def _scorer(base: np.ndarray, space: str) -> Callable[[np.ndarray], np.ndarray]:
+    """queries [q, dim] → rank scores [q, n] (smaller = nearer), by one float32 matmul."""
+    if space == "cosinesimil":
+        unit = unit_rows(base)
+        return lambda queries: -(unit_rows(queries) @ unit.T)
+    squared = row_norms(base) ** 2
+    return lambda queries: squared[None, :] - 2.0 * (queries @ base.T)
+
+
+def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, space: str,
+              own_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of base per query ([q, k] rows, [q, k] distances, ascending).
+
+    own_rows: each query's own row in base, left out of its result (-1 or None: none).
+    Candidates come from a batched matmul; their distances are recomputed with
+    `exact_distances` (the package's convention and precision).
+    """
+    base, queries = as_matrix(base), as_matrix(queries)
+    check_space(space)
+    own = np.full(len(queries), -1) if own_rows is None else np.asarray(own_rows)
+    want = min(k + 1 + REFINE_MARGIN, base.shape[0])
+    score = _scorer(base, space)
+    chunk = max(1, _SCORE_BUDGET // max(base.shape[0], 1))
+    rows = np.full((len(queries), k), -1, np.int64)
+    distances = np.full((len(queries), k), np.inf, np.float32)
+    for start in range(0, len(queries), chunk):
+        scores = score(queries[start:start + chunk])
+        candidates = np.argpartition(scores, want - 1, axis=1)[:, :want]
+        for offset, found in enumerate(candidates):
+            q = start + offset
+            rows[q], distances[q] = _rerank(base, queries[q], found, own[q], k, space)
+    return rows, distances
+
+
+def _rerank(base: np.ndarray, query: np.ndarray, candidates: np.ndarray, own_row: int, k: int,
+            space: str) -> tuple[np.ndarray, np.ndarray]:
+    candidates = candidates[candidates != own_row]
+    precise = exact_distances(base[candidates], query, space)
+    order = np.lexsort((candidates, precise))[:k]
+    rows = np.full(k, -1, np.int64)
+    distances = np.full(k, np.inf, np.float32)
+    rows[: len(order)], distances[: len(order)] = candidates[order], precise[order]
+    return rows, distances

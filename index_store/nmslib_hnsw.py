@@ -117,15 +117,15 @@ class NmslibHnswBackend(Backend):
         """
         folder = Path(folder)
         if self._source_folder is not None:
-            _copy_index_files(self._source_folder, folder)
+            _copyindex_files(self._source_folder, folder)
             return
         path = folder / INDEX_FILE
         save_data = not self._save_without_data(path)
         if save_data:
-            _remove_index_files(folder)
+            _removeindex_files(folder)
             self._built().saveIndex(str(path), save_data=True)
         files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-                 for p in _index_files(folder)}
+                 for p in index_files(folder)}
         meta = {"format": FORMAT_VERSION, "backend": self.name, "space": self.space,
                 "n": self.size, "dim": self.dim, "save_data": save_data, "files": files}
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -183,17 +183,17 @@ def roundtrip_matches(backend: NmslibHnswBackend, path: Path) -> bool:
     return True
 
 
-def _copy_index_files(source: Path, folder: Path) -> None:
-    for path in [*_index_files(source), source / META_FILE]:
+def _copyindex_files(source: Path, folder: Path) -> None:
+    for path in [*index_files(source), source / META_FILE]:
         shutil.copyfile(path, folder / path.name)
 
 
-def _index_files(folder: Path) -> list[Path]:
+def index_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(INDEX_FILE + "*") if p.is_file())
 
 
-def _remove_index_files(folder: Path) -> None:
-    for path in _index_files(folder):
+def _removeindex_files(folder: Path) -> None:
+    for path in index_files(folder):
         path.unlink()
 
 

@@ -39,18 +39,16 @@ import numpy as np
 
 from index_store.backends import make_backend
 from index_store.base import (
-    REFINE_MARGIN,
     Backend,
     IndexCorruptError,
     IndexMissingError,
     as_matrix,
     check_space,
     exact_distances,
-    row_norms,
-    unit_rows,
 )
-from index_store.evaluate import latency_summary
-from index_store.nmslib_hnsw import INDEX_FILE
+from index_store.exact import exact_knn
+from index_store.measure import cheapest, search_own_rows, sweep
+from index_store.nmslib_hnsw import index_files
 from index_store.store import VECTORS_FILE, VERSIONS, current_version
 
 log = logging.getLogger(__name__)
@@ -59,8 +57,6 @@ DEFAULT_GRID = {"M": (8, 12, 16, 24, 32), "efConstruction": (100, 200, 400),
                 "efSearch": (10, 20, 40, 80, 160, 320)}
 QUICK_GRID = {"M": (8, 16), "efConstruction": (100, 200), "efSearch": (10, 20, 40, 80, 160)}
 DISTANCE_TOLERANCE = 1e-5
-WARMUP_QUERIES = 20
-_SCORE_BUDGET = 1 << 25  # floats per query chunk of the exact ground truth (128 MiB)
 
 Progress = Callable[[str], None]
 
@@ -101,10 +97,8 @@ class TuneReport:
     @property
     def best(self) -> TuneRow | None:
         """The lowest-p50 setting reaching the target recall (None when none does)."""
-        reaching = [row for row in self.rows if row.recall >= self.target_recall]
-        if not reaching:
-            return None
-        return min(reaching, key=lambda r: (r.p50_ms, r.build_s, r.index_bytes))
+        return cheapest(self.rows, lambda r: r.recall >= self.target_recall,
+                        lambda r: (r.p50_ms, r.build_s, r.index_bytes))
 
     @property
     def best_recall(self) -> TuneRow:
@@ -179,58 +173,13 @@ class TuneReport:
                 "config_lines": self.config_lines()}
 
 
-# exact ground truth ---------------------------------------------------------------------------
+# recall ---------------------------------------------------------------------------------------
 
 
 def sample_queries(n: int, n_queries: int, seed: int) -> np.ndarray:
     """Sorted row positions of min(n_queries, n) distinct rows drawn with seed."""
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=min(n_queries, n), replace=False))
-
-
-def _scorer(base: np.ndarray, space: str) -> Callable[[np.ndarray], np.ndarray]:
-    """queries [q, dim] → rank scores [q, n] (smaller = nearer), by one float32 matmul."""
-    if space == "cosinesimil":
-        unit = unit_rows(base)
-        return lambda queries: -(unit_rows(queries) @ unit.T)
-    squared = row_norms(base) ** 2
-    return lambda queries: squared[None, :] - 2.0 * (queries @ base.T)
-
-
-def exact_knn(base: np.ndarray, queries: np.ndarray, k: int, space: str,
-              own_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest rows of base per query ([q, k] rows, [q, k] distances, ascending).
-
-    own_rows: each query's own row in base, left out of its result (-1 or None: none).
-    Candidates come from a batched matmul; their distances are recomputed with
-    `exact_distances` (the package's convention and precision).
-    """
-    base, queries = as_matrix(base), as_matrix(queries)
-    check_space(space)
-    own = np.full(len(queries), -1) if own_rows is None else np.asarray(own_rows)
-    want = min(k + 1 + REFINE_MARGIN, base.shape[0])
-    score = _scorer(base, space)
-    chunk = max(1, _SCORE_BUDGET // max(base.shape[0], 1))
-    rows = np.full((len(queries), k), -1, np.int64)
-    distances = np.full((len(queries), k), np.inf, np.float32)
-    for start in range(0, len(queries), chunk):
-        scores = score(queries[start:start + chunk])
-        candidates = np.argpartition(scores, want - 1, axis=1)[:, :want]
-        for offset, found in enumerate(candidates):
-            q = start + offset
-            rows[q], distances[q] = _rerank(base, queries[q], found, own[q], k, space)
-    return rows, distances
-
-
-def _rerank(base: np.ndarray, query: np.ndarray, candidates: np.ndarray, own_row: int, k: int,
-            space: str) -> tuple[np.ndarray, np.ndarray]:
-    candidates = candidates[candidates != own_row]
-    precise = exact_distances(base[candidates], query, space)
-    order = np.lexsort((candidates, precise))[:k]
-    rows = np.full(k, -1, np.int64)
-    distances = np.full(k, np.inf, np.float32)
-    rows[: len(order)], distances[: len(order)] = candidates[order], precise[order]
-    return rows, distances
 
 
 def tie_aware_hits(base: np.ndarray, query: np.ndarray, found_rows: np.ndarray,
@@ -255,35 +204,16 @@ def build_nmslib(vectors: np.ndarray, space: str, M: int, efConstruction: int,
     return backend, time.perf_counter() - began
 
 
+def index_file_bytes(folder: Path) -> int:
+    """Bytes of the nmslib index file(s) saved in folder (links plus its copy of the vectors)."""
+    return sum(path.stat().st_size for path in index_files(Path(folder)))
+
+
 def saved_index_bytes(backend: Backend) -> int:
     """Bytes of the index file(s) the backend saves (nmslib: links plus its copy of the vectors)."""
     with tempfile.TemporaryDirectory(prefix="tune-") as folder:
         backend.save(Path(folder))
-        return sum(path.stat().st_size for path in Path(folder).glob(INDEX_FILE + "*"))
-
-
-def search_own_rows(backend: Backend, vectors: np.ndarray, query_rows: np.ndarray, k: int
-                    ) -> tuple[list[np.ndarray], list[float]]:
-    """Per query row: the first k found rows other than itself, and the query's seconds."""
-    for row in query_rows[:WARMUP_QUERIES]:
-        backend.query(vectors[row], k + 1)
-    found, seconds = [], []
-    for row in query_rows:
-        began = time.perf_counter()
-        result = backend.query(vectors[row], k + 1)
-        seconds.append(time.perf_counter() - began)
-        found.append(result.rows[result.rows != row][:k])
-    return found, seconds
-
-
-def measure_setting(backend: Backend, vectors: np.ndarray, query_rows: np.ndarray,
-                    kth: np.ndarray, k: int, efSearch: int) -> tuple[float, dict]:
-    """(tie-aware recall@k, latency summary) of the backend at efSearch."""
-    backend.set_query_params(efSearch=int(efSearch))
-    found, seconds = search_own_rows(backend, vectors, query_rows, k)
-    hits = [tie_aware_hits(vectors, vectors[row], rows, float(limit), k, backend.space)
-            for row, rows, limit in zip(query_rows, found, kth, strict=True)]
-    return float(np.mean(hits)) / k, latency_summary(seconds)
+        return index_file_bytes(Path(folder))
 
 
 def sweep_graph(vectors: np.ndarray, space: str, M: int, efConstruction: int,
@@ -292,12 +222,17 @@ def sweep_graph(vectors: np.ndarray, space: str, M: int, efConstruction: int,
     """Build one (M, efConstruction) index, then measure every efSearch on it."""
     backend, build_s = build_nmslib(vectors, space, M, efConstruction, threads)
     size = saved_index_bytes(backend)
-    rows = []
-    for ef in ef_values:
-        recall, latency = measure_setting(backend, vectors, query_rows, kth, k, ef)
-        rows.append(TuneRow(M, efConstruction, int(ef), recall, latency["p50_ms"],
-                            latency["p99_ms"], build_s, size))
-    return rows
+
+    def tie_aware_recall() -> tuple[dict, list[float]]:
+        found, seconds = search_own_rows(backend, vectors, query_rows, k)
+        hits = [tie_aware_hits(vectors, vectors[row], rows, float(limit), k, backend.space)
+                for row, rows, limit in zip(query_rows, found, kth, strict=True)]
+        return {"recall": float(np.mean(hits)) / k}, seconds
+
+    measured = sweep(lambda setting: backend.set_query_params(**setting),
+                     [{"efSearch": int(ef)} for ef in ef_values], tie_aware_recall)
+    return [TuneRow(M, efConstruction, row["setting"]["efSearch"], row["recall"], row["p50_ms"],
+                    row["p99_ms"], build_s, size) for row in measured]
 
 
 # the grid -------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import pytest
 
 from index_store.evaluate import (
     average_precision_at_k,
-    latency_summary,
     recall_at_k,
     retrieval_metrics,
 )
+from index_store.measure import latency_summary
 
 
 def test_average_precision_hand_computed():

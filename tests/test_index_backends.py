@@ -10,7 +10,8 @@ from index_store import base
 from index_store import nmslib_hnsw as nmslib_module
 from index_store.backends import backend_class, make_backend
 from index_store.base import exact_distances, exact_topk, filtered_query, filtered_query_batch
-from index_store.evaluate import neighbors_to_rows, recall_at_k
+from index_store.evaluate import recall_at_k
+from index_store.measure import rows_matrix
 
 N, DIM, CLUSTERS = 3000, 32, 30
 INDEX_PARAMS = {"nmslib": {"M": 16, "efConstruction": 100, "indexThreadQty": 2, "post": 0},
@@ -56,8 +57,8 @@ def assert_exact_distances(found, vectors, query, space):
 def test_recall_against_exact(built):
     backend, vectors, _ = built
     queries = queries_for(vectors)
-    approx = neighbors_to_rows([backend.query(q, 10) for q in queries], 10)
-    exact = neighbors_to_rows([exact_topk(vectors, q, 10, backend.space) for q in queries], 10)
+    approx = rows_matrix([backend.query(q, 10) for q in queries], 10)
+    exact = rows_matrix([exact_topk(vectors, q, 10, backend.space) for q in queries], 10)
     assert recall_at_k(approx, exact) >= 0.95
 
 
@@ -135,7 +136,7 @@ def test_broad_filter_overfetches(built, caplog):
     truth = [exact_topk(vectors, q, 10, backend.space, rows=np.flatnonzero(allowed))
              for q in queries]
     # a quarter of the queries lose their own cluster, leaving only far neighbours: harder
-    assert recall_at_k(neighbors_to_rows(found, 10), neighbors_to_rows(truth, 10)) >= 0.9
+    assert recall_at_k(rows_matrix(found, 10), rows_matrix(truth, 10)) >= 0.9
     fetched = any("fetched" in record.getMessage() for record in caplog.records)
     assert fetched == (backend.name == "nmslib")
 

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from index_store.tune import exact_knn, tie_aware_hits, tune
+from index_store.exact import exact_knn
+from index_store.tune import tie_aware_hits, tune
 from tests.fixtures_demo import ROOT, write_demo_config
 
 SMALL_GRID = {"grid_M": (4, 8, 16), "grid_efConstruction": (50, 100),
