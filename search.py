@@ -16,7 +16,7 @@ from config import AppConfig, ConfigError, load_config
 from contracts import IndexManifest, index_fingerprint
 from index_store.base import IndexStoreError
 from index_store.store import IndexStore
-from ingest.links import fetch_image
+from ingest.links import FetchedImage, fetch_image
 from ingest.messages import FetchError
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
@@ -24,6 +24,8 @@ from vectorizer.encoder import Encoder, Prediction
 from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula starts
 
 
 @dataclass
@@ -63,6 +65,16 @@ class SearchService:
             return "near-duplicate"
         return "similar" if distance <= bands.similar else "loosely similar"
 
+    def fetch_url(self, url: str) -> FetchedImage:
+        """A pasted image or product-page link → its image (FetchError says why not)."""
+        return fetch_image(url, self.config.download)
+
+    def query_image(self, source: str) -> Image.Image:
+        """A local file or an http(s) URL (product pages resolve to their image)."""
+        if is_http_url(source):
+            return self.fetch_url(source).image
+        return open_image(Path(source), self.config.download.max_pixels)
+
     def search_image(self, image: Image.Image, k: int,
                      filters: dict | None = None) -> SearchResponse:
         embedded = self.encoder.embed_images([image])
@@ -96,13 +108,6 @@ class SearchService:
         return SearchResponse(results, predicted, same)
 
 
-def load_query_image(source: str, config: AppConfig) -> Image.Image:
-    """A local file or an http(s) URL (product pages resolve to their image)."""
-    if is_http_url(source):
-        return fetch_image(source, config.download).image
-    return open_image(Path(source), config.download.max_pixels)
-
-
 def parse_filters(pairs: list[str]) -> dict[str, list[str]]:
     filters: dict[str, list[str]] = {}
     for pair in pairs:
@@ -123,6 +128,40 @@ def response_json(response: SearchResponse, label_fields: list[str]) -> dict:
             "same_product": response.same_product and response.same_product.get("id")}
 
 
+def is_missing(value: object) -> bool:
+    """None, '' or NaN (a missing catalog value)."""
+    try:
+        return value is None or value == "" or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def shortlist_row(item: dict, label_fields: list[str], query: str) -> dict:
+    """What the shortlist keeps of one result."""
+    row = {"id": str(item.get("id", "")), "name": str(item.get("name", "")),
+           "distance": round(float(item.get("distance", 0.0)), 4), "band": item.get("band", "")}
+    row.update({column: "" if is_missing(item.get(column)) else str(item.get(column))
+                for column in label_fields})
+    row["image"] = str(item.get("image_path") or item.get("image_file") or "")
+    row["product_url"] = "" if is_missing(item.get("product_url")) else str(item["product_url"])
+    row["query"] = query
+    return row
+
+
+def _no_formula(value: object) -> object:
+    """Spreadsheets run cells starting with = + - @ as formulas: such text gets a leading '."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def shortlist_csv(rows: list[dict], label_fields: list[str]) -> bytes:
+    """The shortlist as UTF-8 CSV: id, name, distance, band, labels, image, product_url, query."""
+    columns = ["id", "name", "distance", "band", *label_fields, "image", "product_url", "query"]
+    table = pd.DataFrame(rows, columns=columns)
+    text_columns = [c for c in columns if c != "distance"]
+    table[text_columns] = table[text_columns].map(_no_formula)
+    return table.to_csv(index=False).encode("utf-8")
+
+
 def bulk_match(service: SearchService, table_in: Path, table_out: Path, k: int,
                filters: dict) -> pd.DataFrame:
     """A CSV of image URLs or paths in, a CSV of matches out; a failed row is marked, not fatal."""
@@ -131,7 +170,7 @@ def bulk_match(service: SearchService, table_in: Path, table_out: Path, k: int,
     rows = []
     for source in queries[column].fillna(""):
         try:
-            response = service.search_image(load_query_image(source, service.config), k, filters)
+            response = service.search_image(service.query_image(source), k, filters)
         except (FetchError, ImageError, OSError) as error:
             rows.append({"query": source, "status": "failed", "reason": str(error)})
             continue
@@ -162,7 +201,7 @@ def _main(argv: list[str] | None = None) -> int:
             result = bulk_match(service, Path(args.query), args.bulk_out, k, filters)
             print(f"wrote {len(result)} rows to {args.bulk_out}")
             return 0
-        response = service.search_image(load_query_image(args.query, config), k, filters)
+        response = service.search_image(service.query_image(args.query), k, filters)
     except (ConfigError, CheckpointError, IndexStoreError, FetchError, ImageError,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

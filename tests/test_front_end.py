@@ -12,6 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import front_end
+import search
+from app import display
 from index_store.store import IndexStore, current_version
 from tests.fixtures_demo import ROOT, DemoEnv, write_demo_config
 from tests.fixtures_http import make_test_image
@@ -234,11 +236,11 @@ def test_shortlist_collects_results_for_download(demo_app, http_server):
 
 
 def test_shortlist_csv_has_the_columns_and_defuses_formulas():
-    rows = [front_end.shortlist_row(
+    rows = [search.shortlist_row(
         {"id": "7", "name": "=HYPERLINK(\"http://x\")", "distance": 0.123456, "band": "similar",
          "garment": "Tshirt", "colour": None, "image_path": "images/7.jpg",
          "product_url": "https://shop.example/7"}, ["garment", "colour"], "upload a.jpg")]
-    table = pd.read_csv(io.BytesIO(front_end.shortlist_csv(rows, ["garment", "colour"])),
+    table = pd.read_csv(io.BytesIO(search.shortlist_csv(rows, ["garment", "colour"])),
                         dtype=str, keep_default_na=False)
     assert list(table.columns) == ["id", "name", "distance", "band", "garment", "colour",
                                    "image", "product_url", "query"]
@@ -278,11 +280,11 @@ def test_rebuilt_index_and_edited_config_are_used_without_restart(demo_env, tmp_
     config = variant_config(demo_env, tmp_path, paths__ann_index_path=str(index))
     monkeypatch.setenv(front_end.CONFIG_ENV, str(config))
     report = AppTest.from_function(on_page, kwargs={"name": "report"}, default_timeout=60).run()
-    assert front_end.md(current_version(index)) in report.caption[0].value
+    assert display.md(current_version(index)) in report.caption[0].value
     rebuild(index)
     report.run()
     assert_clean(report)
-    assert front_end.md(current_version(index)) in report.caption[0].value
+    assert display.md(current_version(index)) in report.caption[0].value
     config.write_text(config.read_text().replace("title: Visual similarity search",
                                                  "title: Edited title"))
     at = AppTest.from_file(APP, default_timeout=60).run()
@@ -325,38 +327,38 @@ def test_explore_page_searches_with_the_picked_product(demo_env, monkeypatch):
 
 
 def test_catalog_text_is_escaped_for_markdown():
-    text = front_end.md("<img src=x onerror=alert(1)> **bold** [link](javascript:x) :red[hi]")
+    text = display.md("<img src=x onerror=alert(1)> **bold** [link](javascript:x) :red[hi]")
     assert not re.search(r"(?<!\\)[<>*\[\]():]", text)  # every markup character escaped
     assert re.sub(r"\\(.)", r"\1", text) == \
         "<img src=x onerror=alert(1)> **bold** [link](javascript:x) :red[hi]"
-    assert front_end.safe_link("javascript:alert(1)") is None
-    assert front_end.safe_link(" https://shop.example/p ") == "https://shop.example/p"
+    assert display.safe_link("javascript:alert(1)") is None
+    assert display.safe_link(" https://shop.example/p ") == "https://shop.example/p"
 
 
 def test_labels_marked_where_they_match_the_prediction():
     predicted = {"garment": [("Tshirt", 0.92), ("Dress", 0.05)], "colour": [("Blue", 0.71)]}
-    assert front_end.predicted_line(predicted) == "Tshirt 92% · Blue 71%"
+    assert display.predicted_line(predicted) == "Tshirt 92% · Blue 71%"
     row = {"garment": "Tshirt", "colour": "Red", "gender": "Men"}
-    line = front_end.label_line(row, ["garment", "colour", "gender"],
-                                front_end.top_classes(predicted))
+    line = display.label_line(row, ["garment", "colour", "gender"],
+                                display.top_classes(predicted))
     assert line == "Tshirt ✓ · Red · Men"
 
 
 def test_gallery_rows_are_deterministic_and_varied():
     items = pd.DataFrame({"id": [str(i) for i in range(12)],
                           "garment": ["a", "a", "a", "b", "b", "c"] * 2})
-    rows = front_end.gallery_rows(items, 3, "garment")
+    rows = display.gallery_rows(items, 3, "garment")
     assert sorted(items.loc[rows, "garment"]) == ["a", "b", "c"]
     shuffled = items.sample(frac=1, random_state=3).reset_index(drop=True)
-    again = front_end.gallery_rows(shuffled, 3, "garment")
+    again = display.gallery_rows(shuffled, 3, "garment")
     assert list(shuffled.loc[again, "id"]) == list(items.loc[rows, "id"])  # same products
-    assert front_end.gallery_rows(items, 0, "garment") == []
+    assert display.gallery_rows(items, 0, "garment") == []
 
 
 def test_map_selection_event_gives_the_product_id():
-    assert front_end.picked_id({"selection": {"pick": [{"id": "42", "map_x": 1.0}]}}) == "42"
-    assert front_end.picked_id({"selection": {"pick": []}}) is None
-    assert front_end.picked_id(None) is None
+    assert display.picked_id({"selection": {"pick": [{"id": "42", "map_x": 1.0}]}}) == "42"
+    assert display.picked_id({"selection": {"pick": []}}) is None
+    assert display.picked_id(None) is None
 
 
 def test_config_path_from_argv_then_environment(monkeypatch, tmp_path):

@@ -1,0 +1,124 @@
+"""The Search page: paste a link, upload a photo or pick an example; results with filters."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.cache import content_thumbnail, fetch_url, item_thumbnail, search_content
+from app.display import filters_key, gallery_rows, md
+from app.state import search_with_item, submit_upload, submit_url
+from app.widgets import (
+    Found,
+    answer,
+    run_item_query,
+    show_thumbnail,
+    sidebar,
+)
+from ingest.messages import FetchError
+from search import SearchService
+from util.files import sha256_of
+from vectorizer.images import ImageError
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
+GALLERY_PER_ROW = 6
+
+
+def search_page(service: SearchService, service_key: str) -> None:
+    sidebar(service, service_key)
+    st.title(service.config.ui.title)
+    st.caption(f"Find visually similar products among {len(service.items):,} catalog items: "
+               "paste a link, upload a photo or pick an example.")
+    query_inputs(service, service_key)
+    query = st.session_state.get("query")
+    if not query:
+        return
+    answer(service, lambda k, filters: run_query(service, service_key, query, k, filters),
+           on_more=search_with_item, prefix="s")
+
+
+def query_inputs(service: SearchService, service_key: str) -> None:
+    link, upload, examples = st.tabs([":material/link: Paste a link",
+                                      ":material/upload: Upload a photo",
+                                      ":material/photo_library: Pick an example"])
+    with link:
+        text, button = st.columns([6, 1], vertical_alignment="bottom")
+        text.text_input("Product page or image link", key="url_input", on_change=submit_url,
+                        placeholder="https://shop.example.com/product/123",
+                        persist_state="session")
+        button.button("Search", key="url_search", on_click=submit_url, type="primary",
+                      width="stretch")
+    with upload:
+        st.file_uploader("A product photo (PNG, JPEG, WebP or GIF)", type=UPLOAD_TYPES,
+                         key="upload", on_change=submit_upload)
+    with examples:
+        gallery(service)
+
+
+def gallery(service: SearchService) -> None:
+    config = service.config
+    column = config.task_columns[0] if config.task_columns else None
+    rows = gallery_rows(service.items, config.ui.gallery_size, column)
+    if not rows:
+        st.caption("No examples configured (ui.gallery_size is 0).")
+        return
+    for start in range(0, len(rows), GALLERY_PER_ROW):
+        for cell, row in zip(st.columns(GALLERY_PER_ROW), rows[start:start + GALLERY_PER_ROW],
+                             strict=False):
+            item = service.items.iloc[row]
+            with cell, st.container(border=True):
+                show_thumbnail(item_thumbnail(service, item.get("image_file")),
+                               f"Example: {item['name']}")
+                st.caption(md(item["name"]))
+                st.button("Search", key=f"example_{item['id']}", width="stretch",
+                          on_click=search_with_item, args=(str(item["id"]),))
+
+
+def run_query(service: SearchService, service_key: str, query: dict, k: int,
+              filters: dict) -> Found | None:
+    """Search for the active query; problems are shown as messages and give None."""
+    if query.get("error"):
+        st.error(query["error"], icon=":material/error:")
+        return None
+    if query["kind"] == "item":
+        return run_item_query(service, service_key, query["value"], k, filters)
+    loaded = query_content(service, query)
+    if loaded is None:
+        return None
+    content, note = loaded
+    digest = sha256_of(content)
+    try:
+        with st.spinner("Searching…"):
+            response = search_content(service, service_key, digest, content, k,
+                                      filters_key(filters))
+    except ImageError as error:
+        return fail(query, f"This image cannot be used: {error}. "
+                    "Use a JPEG, PNG, WebP or GIF photo.")
+    thumbnail = content_thumbnail(digest, content, service.config.download.max_pixels)
+    if query["kind"] == "upload":
+        return Found(response, thumbnail, "Your photo", f"upload {query['value']}", False, note)
+    return Found(response, thumbnail, "Linked image", query["value"], False, note)
+
+
+def fail(query: dict, message: str) -> None:
+    """Remember the failure (no retry on every rerun) and show it."""
+    query["error"] = message
+    st.error(message, icon=":material/error:")
+
+
+def query_content(service: SearchService, query: dict) -> tuple[bytes, str] | None:
+    """The query image's bytes and where they came from (a note), or None after a message."""
+    if query["kind"] == "upload":
+        upload = st.session_state.get("upload")
+        if upload is None:
+            st.info("Upload the photo again to search with it.")
+            return None
+        return upload.getvalue(), f"Uploaded file {md(upload.name)}"
+    settings = service.config.download.model_dump_json()
+    try:
+        with st.spinner("Downloading the image…"):
+            content, image_url = fetch_url(query["value"], settings, service)
+    except FetchError as error:
+        return fail(query, str(error))
+    if image_url != query["value"]:
+        return content, f"Image found at {md(image_url)}"
+    return content, ""
