@@ -32,13 +32,14 @@ from index_store.base import (
     Backend,
     IndexCorruptError,
     IndexMissingError,
-    IndexStaleError,
     IndexStoreError,
     Neighbors,
     as_matrix,
     filtered_query,
     filtered_query_batch,
 )
+from index_store.fingerprint import check_fingerprint, plain
+from index_store.map2d import pca_2d, project
 from util.files import atomic_write_text, fsync_path
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ MAP_FILE = "map.parquet"
 MAP_PCA_FILE = "map_pca.npy"
 MANIFEST_FILE = "manifest.json"
 RESULT_COLUMNS = ("id", "distance", "row")
-_PCA_CHUNK_ROWS = 16384
 
 
 def current_version(root: Path) -> str | None:
@@ -64,61 +64,6 @@ def current_version(root: Path) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return name or None
-
-
-def _plain(value: Any) -> Any:
-    """JSON-normalised value (tuples → lists, Paths → str) so saved and fresh values compare."""
-    return json.loads(json.dumps(value, default=str, sort_keys=True))
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def fingerprint_diff(built: Mapping[str, Any], expected: Mapping[str, Any]
-                     ) -> dict[str, tuple[Any, Any]]:
-    """{dotted key: (built value, expected value)} for every expected key that differs.
-
-    Keys only in `built` are ignored; a key missing from `built` reads as None.
-    """
-    old, new = _flatten(_plain(dict(built))), _flatten(_plain(dict(expected)))
-    return {key: (old.get(key), value) for key, value in new.items() if old.get(key) != value}
-
-
-def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2-D map coordinates [n, 2] and the projection [3, dim] (mean, axis 1, axis 2).
-
-    PCA by SVD of the dim x dim covariance (accumulated in float64 chunks, so memory stays small
-    for large catalogs); each axis' sign is fixed (largest loading positive) so rebuilding the
-    same vectors gives the same map.
-    """
-    matrix = np.asarray(vectors, dtype=np.float32)
-    dim = matrix.shape[1]
-    mean = matrix.mean(axis=0, dtype=np.float64)
-    covariance = np.zeros((dim, dim))
-    for start in range(0, matrix.shape[0], _PCA_CHUNK_ROWS):
-        centered = matrix[start:start + _PCA_CHUNK_ROWS].astype(np.float64) - mean
-        covariance += centered.T @ centered
-    _, _, vt = np.linalg.svd(covariance)
-    axes = np.zeros((2, dim))
-    axes[: min(2, dim)] = vt[:2]
-    signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
-    axes *= np.where(signs == 0, 1.0, signs)[:, None]
-    projection = np.vstack([mean, axes]).astype(np.float32)
-    return project(matrix, projection), projection
-
-
-def project(vectors: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    """Map coordinates [n, 2] of vectors under a projection from `pca_2d`."""
-    matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    return ((matrix - projection[0]) @ projection[1:].T).astype(np.float32)
 
 
 def _new_version_name() -> str:
@@ -223,7 +168,7 @@ class IndexStore:
                     index_params=dict(backend.index_params),
                     query_params=dict(backend.query_params),
                     n_items=int(matrix.shape[0]), dim=int(matrix.shape[1]))
-        return cls(backend, matrix, table, map_xy, projection, _plain(info))
+        return cls(backend, matrix, table, map_xy, projection, plain(info))
 
     def save(self, root: Path) -> Path:
         """Write a new version under root and switch CURRENT to it; returns the version folder.
@@ -302,7 +247,7 @@ class IndexStore:
                       query_params: Mapping[str, Any] | None) -> IndexStore:
         folder = root / VERSIONS / version
         manifest = _read_manifest(folder)
-        _check_fingerprint(manifest, expected, root)
+        check_fingerprint(manifest, expected, root)
         _check_file_sizes(folder, manifest)
         try:
             vectors, items, map_xy, projection = _read_arrays(folder, manifest)
@@ -428,16 +373,6 @@ def _read_manifest(folder: Path) -> dict:
         raise IndexCorruptError(f"Index manifest {path} has format {manifest.get('format')!r}, "
                                 f"this code reads format {FORMAT_VERSION}.")
     return manifest
-
-
-def _check_fingerprint(manifest: dict, expected: Mapping[str, Any] | None, root: Path) -> None:
-    if expected is None:
-        return
-    differences = fingerprint_diff(manifest.get("fingerprint") or {}, expected)
-    if differences:
-        listed = "; ".join(f"{key}: built with {old!r}, now {new!r}"
-                           for key, (old, new) in sorted(differences.items()))
-        raise IndexStaleError(f"The index at {root} is out of date ({listed}).")
 
 
 def _check_file_sizes(folder: Path, manifest: dict) -> None:

@@ -13,13 +13,13 @@ import pytest
 
 from index_store import store as store_module
 from index_store.base import IndexCorruptError, IndexMissingError, IndexStaleError
+from index_store.fingerprint import fingerprint_diff
 from index_store.store import (
     CURRENT,
     VERSIONS,
     IndexStore,
     clean_versions,
     current_version,
-    fingerprint_diff,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
