@@ -30,6 +30,7 @@ from ingest.catalog import CatalogError, load_catalog, localize_images
 from util.files import file_sha256
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
+from vectorizer.device import keep_freed_memory
 from vectorizer.encoder import Encoder
 from vectorizer.vector_cache import VectorCache
 
@@ -70,7 +71,9 @@ def content_keys(paths: list[str], reasons: list[str]) -> list[str]:
 def vectorize(config: AppConfig, encoder: Encoder, paths: list[str], keys: list[str],
               reasons: list[str], rebuild: bool, quiet: bool) -> tuple[np.ndarray, int]:
     """Vectors for every row (NaN where skipped), computing only what the cache lacks."""
-    cache = VectorCache(Path(config.paths.vectors_path), encoder.checksum)
+    # bf16 vectors differ from fp32 ones (min cosine ~0.996): never mix them in one cache
+    key = encoder.checksum + ("" if encoder.precision == "fp32" else f"-{encoder.precision}")
+    cache = VectorCache(Path(config.paths.vectors_path), key)
     wanted = [row for row, key in enumerate(keys) if key]
     found, cached = cache.lookup([keys[row] for row in wanted])
     if rebuild:
@@ -106,6 +109,7 @@ def write_skipped(items: pd.DataFrame, reasons: list[str], path: Path) -> pd.Dat
 def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> dict:
     """Run every step and return the summary (also written into manifest.json)."""
     timer = StepTimer(quiet)
+    keep_freed_memory()  # vectorizing reuses its large batch buffers instead of page-faulting
     with timer.step("load catalog"):
         items = load_catalog(config)
     with timer.step("fetch images"):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from config import load_config
 from ingest.catalog import load_catalog
 from vectorizer.dataset import load_all
-from vectorizer.device import bf16_supported
+from vectorizer.device import bf16_supported, keep_freed_memory
 from vectorizer.encoder import Encoder
 from vectorizer.images import open_image
 from vectorizer.model import build_backbone
@@ -78,9 +78,14 @@ def main() -> int:
     parser.add_argument("--config", default="config/fashion.yml")
     parser.add_argument("--limit", type=int, default=None, help="images (default: whole catalog)")
     parser.add_argument("--quick", action="store_true", help="2,000 images, short sweeps")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                        help="override model.precision (auto picks bf16 where the CPU has it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     config = load_config(args.config)
+    if args.precision:
+        config.model.precision = args.precision
+    keep_freed_memory()  # as build_index.py does
     encoder = Encoder.from_config(config)
     limit = 2000 if args.quick else args.limit
     paths = load_catalog(config)["image_ref"].tolist()[:limit]

@@ -47,6 +47,15 @@ def test_reruns_reuse_vectors_and_new_products_are_the_only_ones_computed(tmp_pa
     assert build(config, rebuild=True, quiet=True)["vectors_computed"] == 160
 
 
+def test_vectors_of_another_precision_are_never_reused(tmp_path, demo_env):
+    config = catalog_env(tmp_path, demo_env, 30, model__precision="fp32")
+    assert build(config, quiet=True)["vectors_computed"] == 30
+    config.model.precision = "bf16"
+    assert build(config, quiet=True)["vectors_computed"] == 30
+    config.model.precision = "fp32"
+    assert build(config, quiet=True)["vectors_computed"] == 0
+
+
 def test_every_bad_catalog_image_is_skipped_or_converted_without_shifting_rows(tmp_path,
                                                                                  demo_env):
     config = catalog_env(tmp_path, demo_env, 0)

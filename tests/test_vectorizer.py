@@ -249,3 +249,13 @@ def test_trim_border_frames_a_tile_on_a_wide_canvas_like_the_plain_image():
     assert torch.equal(trimming(noisy), plain(noisy))  # no uniform border: unchanged
     assert Preprocess.from_dict(trimming.to_dict()) == trimming
     assert Preprocess.from_dict({**plain.to_dict()} | {"trim_border": None}) == plain
+
+
+def test_trim_border_pads_with_the_cards_own_colour():
+    from PIL import Image
+
+    card = Image.new("RGB", (60, 80), (200, 30, 30))
+    card.paste((20, 40, 160), (20, 20, 40, 60))
+    framed = Preprocess(32, trim_border=True)(card)
+    assert framed[:, 0, 0].tolist() == [200, 30, 30]
+    assert framed[:, 16, 16].tolist() == [20, 40, 160]

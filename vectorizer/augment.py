@@ -17,7 +17,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     batch = images.float()
     batch = random_flip(batch, generator)
     batch = random_warp(batch, generator)
-    batch = swap_background(batch, generator, probability=0.5)
+    batch = swap_background(batch, generator, probability=0.6)
     batch = random_lighting(batch, generator)
     return random_blur(batch, generator, probability=0.2).clamp_(0, 255)
 
@@ -55,17 +55,24 @@ def random_warp(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
 
 def background_fill(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Flat colours, shaded and blotchy surfaces with grain: what photos are taken on."""
+    """Flat colours, shaded surfaces and fine textures (fabric, wood, gravel): what photos are
+    taken on. About a third of each kind, each with some grain."""
+    tint = torch.rand(count, 3, 1, 1, generator=generator) * 255
     coarse_side = int(torch.randint(2, 12, (1,), generator=generator))
     shade = torch.rand(count, 1, coarse_side, coarse_side, generator=generator) - 0.5
     shade = functional.interpolate(shade, size=(size, size), mode="bicubic", align_corners=False)
-    tint = torch.rand(count, 3, 1, 1, generator=generator) * 255
-    depth = _uniform((count, 1, 1, 1), 0, 160, generator)
-    fill = tint + shade * depth
+    fine_side = int(torch.randint(size // 4, size // 2 + 1, (1,), generator=generator))
+    texture = torch.rand(count, 3, fine_side, fine_side, generator=generator) - 0.5
+    texture = functional.interpolate(texture, size=(size, size), mode="bilinear",
+                                     align_corners=False)
+    kind = torch.rand(count, 1, 1, 1, generator=generator)
+    depth = _uniform((count, 1, 1, 1), 40, 200, generator)
+    pattern = torch.where(kind < 0.65, shade.expand(-1, 3, -1, -1), texture) * depth
+    fill = tint + torch.where(kind < 0.3, torch.zeros_like(pattern), pattern)
     per_channel = torch.rand(count, 1, 1, 1, generator=generator) < 0.5
     grain = torch.randn(count, 3, size, size, generator=generator)
     grain = torch.where(per_channel, grain, grain[:, :1].expand(-1, 3, -1, -1))
-    return fill + grain * _uniform((count, 1, 1, 1), 0, 40, generator)
+    return fill + grain * _uniform((count, 1, 1, 1), 0, 25, generator)
 
 
 def swap_background(batch: torch.Tensor, generator: torch.Generator,

@@ -37,38 +37,43 @@ class Preprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
-        square = self.pad_to_square(trim_uniform_border(image) if self.trim_border else image)
+        fill = (self.pad_value,) * 3
+        if self.trim_border:  # pad with the border's own colour: a product on a coloured
+            image, fill = trim_uniform_border(image, fill)  # card stays on that colour
+        square = self.pad_to_square(image, fill)
         resized = square.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR,
                                 reducing_gap=2.0)
         return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
 
-    def pad_to_square(self, image: Image.Image) -> Image.Image:
+    @staticmethod
+    def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
         width, height = image.size
         side = max(width, height)
         if width == height:
             return image
-        canvas = Image.new("RGB", (side, side), (self.pad_value,) * 3)
+        canvas = Image.new("RGB", (side, side), fill)
         canvas.paste(image, ((side - width) // 2, (side - height) // 2))
         return canvas
 
 
-def trim_uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
-                        ) -> Image.Image:
+def trim_uniform_border(image: Image.Image, fill: tuple[int, int, int], tolerance: int = 24,
+                        margin: float = 0.05) -> tuple[Image.Image, tuple[int, int, int]]:
     """Crop the border whose colour matches the corners, keeping a small margin around the rest.
 
-    A pasted product tile on a wide or coloured canvas then frames like a catalog shot. An image
-    with no uniform border, or nothing but border, is returned unchanged.
+    Returns the crop and the border's colour, so that a pasted product tile on a wide or
+    coloured canvas frames like a catalog shot. An image with no uniform border, or nothing but
+    border, is returned unchanged with `fill`.
     """
     pixels = np.asarray(image, dtype=np.int16)
     corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     if np.ptp(corners, axis=0).max() > tolerance:
-        return image
+        return image, fill
     background = np.median(corners, axis=0).astype(np.int16)
     foreground = np.abs(pixels - background).max(axis=2) > tolerance
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if len(rows) == 0:
-        return image
+        return image, fill
     pad = round(margin * max(rows[-1] - rows[0], cols[-1] - cols[0]))
     box = (max(cols[0] - pad, 0), max(rows[0] - pad, 0),
            min(cols[-1] + 1 + pad, image.width), min(rows[-1] + 1 + pad, image.height))
-    return image.crop(box)
+    return image.crop(box), tuple(int(value) for value in background)

@@ -22,7 +22,13 @@ from util.files import atomic_path
 from vectorizer.augment import augment
 from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vectorizer.dataset import load_all
-from vectorizer.device import autocast, pick_device, set_threads, training_precision
+from vectorizer.device import (
+    autocast,
+    keep_freed_memory,
+    pick_device,
+    set_threads,
+    training_precision,
+)
 from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
 from vectorizer.model import ModelError, MultiTaskNet, freeze_stages
@@ -224,6 +230,7 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
           fresh: bool = False, progress: bool = True) -> dict:
     """Train, keep the best checkpoint by mean validation accuracy, and return its meta."""
     set_threads(config.model.num_threads)
+    keep_freed_memory()
     items = load_catalog(config)
     if limit:
         items = items.sample(n=min(limit, len(items)), random_state=config.training.seed)
