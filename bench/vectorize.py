@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="images (default: whole catalog)")
     parser.add_argument("--quick", action="store_true", help="2,000 images, short sweeps")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
-                        help="override model.precision (auto picks bf16 where the CPU has it)")
+                        help="override model.precision (auto: fp32 on CPUs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     config = load_config(args.config)

@@ -162,11 +162,14 @@ def test_bf16_vectors_stay_faithful(demo_env):
 
 
 def test_precision_falls_back_to_fp32_without_bf16(monkeypatch):
-    cpu = torch.device("cpu")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(device, "bf16_supported", lambda _: False)
     assert device.resolve_precision("auto", cpu) == "fp32"
+    assert device.resolve_precision("auto", gpu) == "fp32"
     monkeypatch.setattr(device, "bf16_supported", lambda _: True)
-    assert device.resolve_precision("auto", cpu) == "bf16"
+    assert device.resolve_precision("auto", gpu) == "bf16"
+    assert device.resolve_precision("auto", cpu) == "fp32"  # measured: slower and less faithful
+    assert device.resolve_precision("bf16", cpu) == "bf16"
     assert device.resolve_precision("fp32", cpu) == "fp32"
 
 

@@ -26,8 +26,8 @@ from vectorizer.device import (
     autocast,
     keep_freed_memory,
     pick_device,
+    resolve_precision,
     set_threads,
-    training_precision,
 )
 from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
@@ -69,7 +69,7 @@ class Trainer:
         self.config, self.items, self.epochs, self.progress = config, items, epochs, progress
         training = config.training
         self.device = pick_device()
-        self.precision = training_precision(config.model.precision, self.device)
+        self.precision = resolve_precision(config.model.precision, self.device)
         torch.manual_seed(training.seed)
         self.generator = torch.Generator().manual_seed(training.seed)
         self.classes, self.rare_report = class_lists(items, training.tasks)
