@@ -71,9 +71,7 @@ def content_keys(paths: list[str], reasons: list[str]) -> list[str]:
 def vectorize(config: AppConfig, encoder: Encoder, paths: list[str], keys: list[str],
               reasons: list[str], rebuild: bool, quiet: bool) -> tuple[np.ndarray, int]:
     """Vectors for every row (NaN where skipped), computing only what the cache lacks."""
-    # bf16 vectors differ from fp32 ones (min cosine ~0.996): never mix them in one cache
-    key = encoder.checksum + ("" if encoder.precision == "fp32" else f"-{encoder.precision}")
-    cache = VectorCache(Path(config.paths.vectors_path), key)
+    cache = VectorCache(Path(config.paths.vectors_path), encoder.cache_key)
     wanted = [row for row, key in enumerate(keys) if key]
     found, cached = cache.lookup([keys[row] for row in wanted])
     if rebuild:

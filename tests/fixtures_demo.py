@@ -62,3 +62,20 @@ def make_demo(folder: Path, count: int = 240, seed: int = 1, **overrides) -> Dem
 @pytest.fixture(scope="session")
 def demo_env(tmp_path_factory) -> DemoEnv:
     return make_demo(tmp_path_factory.mktemp("demo"))
+
+
+def assert_round_trip_identical(model, meta: dict, path: Path, size: int, count: int = 4) -> dict:
+    """Save, load, and check both models give identical vectors; returns the loaded meta."""
+    import numpy as np
+    import torch
+
+    from vectorizer.checkpoint import load_checkpoint, save_checkpoint
+    from vectorizer.encoder import Encoder
+
+    save_checkpoint(path, model, meta)
+    copy, loaded_meta = load_checkpoint(path)
+    images = torch.randint(0, 255, (count, 3, size, size), dtype=torch.uint8)
+    first = Encoder(model, meta, "a", "fp32").forward(images)[0]
+    second = Encoder(copy, loaded_meta, "b", "fp32").forward(images)[0]
+    np.testing.assert_array_equal(first, second)
+    return loaded_meta

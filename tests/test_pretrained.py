@@ -3,13 +3,13 @@
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from config import ConfigError
+from tests.fixtures_demo import assert_round_trip_identical
 from vectorizer import pretrained
-from vectorizer.checkpoint import check_config_matches, load_checkpoint, save_checkpoint
+from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.encoder import Encoder
 from vectorizer.model import ModelError, MultiTaskNet, build_backbone, freeze_stages
 from vectorizer.pretrained import PretrainedError, load_into, normalisation
@@ -124,12 +124,8 @@ def test_lite_checkpoint_round_trip_keeps_weights_and_preprocessing(tmp_path):
             "split": {}, "catalog_checksum": "x", "pretrained_weights": "imagenet",
             "preprocess": {"input_size": 64, "mean": list(mean), "std": list(std),
                            "pad_value": 255, "trim_border": True}}
-    save_checkpoint(tmp_path / "lite.pt", model, meta)
-    copy, loaded_meta = load_checkpoint(tmp_path / "lite.pt")
-    images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)
-    first = Encoder(model, meta, "a", "fp32").forward(images)[0]
-    second = Encoder(copy, loaded_meta, "b", "fp32").forward(images)[0]
-    np.testing.assert_array_equal(first, second)
+    loaded_meta = assert_round_trip_identical(model, meta, tmp_path / "lite.pt", size=64, count=3)
+    copy, _ = load_checkpoint(tmp_path / "lite.pt")
     assert Encoder(copy, loaded_meta, "b", "fp32").preprocess.mean == mean
 
 

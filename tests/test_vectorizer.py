@@ -9,12 +9,12 @@ import torch
 
 from config import ConfigError
 from config.schema import TaskConfig, TrainingConfig
+from tests.fixtures_demo import assert_round_trip_identical
 from vectorizer import device
 from vectorizer.checkpoint import (
     CheckpointError,
     check_config_matches,
     load_checkpoint,
-    save_checkpoint,
 )
 from vectorizer.encoder import Encoder
 from vectorizer.labels import OTHER, class_lists, encode_labels, split_ids
@@ -101,12 +101,7 @@ def test_split_keeps_variants_together_and_is_seeded():
 
 def test_checkpoint_round_trip_gives_identical_vectors(demo_env, tmp_path):
     model, meta = load_checkpoint(demo_env.config.paths.trained_model_path)
-    save_checkpoint(tmp_path / "copy.pt", model, meta)
-    copy, _ = load_checkpoint(tmp_path / "copy.pt")
-    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
-    first = Encoder(model, meta, "a", "fp32").forward(images)[0]
-    second = Encoder(copy, meta, "b", "fp32").forward(images)[0]
-    np.testing.assert_array_equal(first, second)
+    assert_round_trip_identical(model, meta, tmp_path / "copy.pt", size=32)
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):

@@ -58,6 +58,11 @@ class Encoder:
         return cls(model, meta, file_sha256(path), config.model.precision)
 
     @property
+    def cache_key(self) -> str:
+        """What the vectors depend on: the model, and the precision (bf16 moves them)."""
+        return self.checksum + ("" if self.precision == "fp32" else f"-{self.precision}")
+
+    @property
     def dim(self) -> int:
         return int(self.checkpoint.vector_dim or 0)
 

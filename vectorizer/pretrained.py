@@ -166,4 +166,5 @@ def load_into(backbone_module: nn.Module, backbone: str, setting: str | None) ->
             f"({len(missing)} tensors missing or of another shape, e.g. {missing[0]})")
     backbone_module.load_state_dict(kept, strict=True)
     log.info("loaded %d pretrained tensors from %s", len(kept), path)
-    return f"pretrained: {setting} ({path.name}, sha256 {file_sha256(path)[:12]})"
+    digest = expected or file_sha256(path)  # expected was just checked: no second read
+    return f"pretrained: {setting} ({path.name}, sha256 {digest[:12]})"
