@@ -1,30 +1,22 @@
-"""Streamlit app entry: `streamlit run front_end.py -- --config X`; the config, the shared
-search service and the navigation between the pages in `app/` (Search, Report, Explore)."""
+"""Streamlit app entry: `streamlit run front_end.py -- --config X`; loading at server start, the
+shared search service and the navigation between the pages in `app/` (Search, Report, Explore)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NoReturn
 
 import streamlit as st
 
-from app.cache import cached_config, cached_service
 from app.display import md
-from app.explore_page import explore_page
-from app.report_page import report_page
-from app.search_page import search_page
-from app.state import init_state
-from config import ConfigError
-from index_store.base import IndexStoreError
-from index_store.store import current_version
+from app.service_loader import LOADER, Loading
 from search import SearchService
-from util.files import file_sha256
-from vectorizer.checkpoint import CheckpointError
 
 log = logging.getLogger("front_end")
 
@@ -43,32 +35,17 @@ def config_path_from_args(argv: list[str] | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def file_digest(path: Path) -> str:
-    if not path.is_file():
-        raise ConfigError(f"--config: file not found: {path}")
-    try:
-        return file_sha256(path)
-    except OSError as error:
-        raise ConfigError(f"--config: cannot read {path}: {error.strerror or error}") from None
-
-
 def load_service() -> tuple[SearchService, str]:
-    """The shared service and its cache key; a config or index problem stops the page."""
-    path = config_path_from_args()
-    try:
-        digest = file_digest(path)
-        config = cached_config(str(path), digest)
-        st.set_page_config(page_title=config.ui.title, layout="wide",
-                           page_icon=":material/image_search:")
-        version = current_version(Path(config.paths.ann_index_path))
-        service = cached_service(str(path), digest, version)
-    except (ConfigError, CheckpointError, IndexStoreError) as error:
-        stop_with(str(error))
-    except Exception as error:  # never a traceback in front of a merchandiser
-        log.exception("loading the search service failed")
-        stop_with(f"The search index could not be loaded ({type(error).__name__}: {error}). "
-                  "See the server log for details.")
-    return service, f"{path}|{digest}|{version}"
+    """The shared service and its cache key; while it loads, or when it cannot, the page stops."""
+    answer = LOADER.request(config_path_from_args())
+    if answer.error:
+        stop_with(answer.error)
+    if answer.service is None:
+        show_starting(answer.loading)
+    config = answer.service.config
+    st.set_page_config(page_title=config.ui.title, layout="wide",
+                       page_icon=":material/image_search:")
+    return answer.service, answer.key
 
 
 def stop_with(message: str) -> NoReturn:
@@ -77,19 +54,45 @@ def stop_with(message: str) -> NoReturn:
     st.stop()
 
 
-PAGES = {"search": ("Search", ":material/image_search:", search_page),
-         "report": ("Report", ":material/analytics:", report_page),
-         "explore": ("Explore", ":material/scatter_plot:", explore_page)}
+def show_starting(loading: Loading | None) -> NoReturn:
+    """A clear loading state at once; the page reruns by itself when the service is ready."""
+    st.set_page_config(page_title="Visual similarity search (starting)", layout="wide")
+    st.title("Visual similarity search")
+    waited = f" ({loading.waited_s:.0f} s so far)" if loading else ""
+    st.info(f"Starting up: loading the model and the index{waited}. "
+            "This page opens by itself when they are ready.", icon=":material/hourglass_top:")
+
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        if loading is None or loading.done.is_set():
+            st.rerun()
+    poll()
+    st.stop()
+
+
+def pages() -> dict[str, tuple[str, str, Callable[[SearchService, str], None]]]:
+    """url path -> (title, icon, render). The page modules import here, inside a session's run:
+    at server start Streamlit imports this file before its runtime exists, and their caches must
+    be created inside it."""
+    from app.explore_page import explore_page
+    from app.report_page import report_page
+    from app.search_page import search_page
+
+    return {"search": ("Search", ":material/image_search:", search_page),
+            "report": ("Report", ":material/analytics:", report_page),
+            "explore": ("Explore", ":material/scatter_plot:", explore_page)}
 
 
 def main(default_page: str = "search") -> None:
     """The app; `default_page` opens another page first (tests use it)."""
+    from app.state import init_state
+
     service, service_key = load_service()
     init_state()
-    pages = [st.Page(lambda render=render: guarded(render, service, service_key), title=title,
-                     icon=icon, url_path=name, default=name == default_page)
-             for name, (title, icon, render) in PAGES.items()]
-    st.navigation(pages, position="top").run()
+    entries = [st.Page(lambda render=render: guarded(render, service, service_key), title=title,
+                       icon=icon, url_path=name, default=name == default_page)
+               for name, (title, icon, render) in pages().items()]
+    st.navigation(entries, position="top").run()
 
 
 def guarded(render: Callable[[SearchService, str], None], service: SearchService,
@@ -102,6 +105,25 @@ def guarded(render: Callable[[SearchService, str], None], service: SearchService
         st.error(f"Something went wrong ({type(error).__name__}: {md(error)}). "
                  "Try again; if it keeps happening, see the server log.", icon=":material/error:")
 
+
+def show_our_logs() -> None:
+    """Our packages' INFO lines (loading, ready) in the server log, beside Streamlit's own."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(logging.INFO)
+
+
+@contextlib.asynccontextmanager
+async def start_loading(_app: st.App) -> AsyncIterator[None]:
+    """At server start: begin loading the model and the index, so no visitor waits for it."""
+    show_our_logs()
+    LOADER.request(config_path_from_args())
+    yield
+
+
+# `streamlit run front_end.py` serves this app (Streamlit finds `app`); each session runs main().
+app = st.App(__file__, lifespan=start_loading)
 
 if __name__ == "__main__":
     main()

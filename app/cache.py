@@ -1,4 +1,4 @@
-"""Heavy objects and results cached across reruns and sessions (st.cache_resource / cache_data)."""
+"""Results cached across reruns and sessions (st.cache_data); the service: app/service_loader.py."""
 
 from __future__ import annotations
 
@@ -8,22 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from app.display import thumbnail_bytes
-from config import AppConfig, load_config
 from search import SearchResponse, SearchService
 from vectorizer.images import ImageError, open_image
 
 MAP_MAX_POINTS = 5000
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def cached_config(path: str, digest: str) -> AppConfig:
-    return load_config(path)
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the model and the index…")
-def cached_service(path: str, digest: str, version: str | None) -> SearchService:
-    """One service per config content and index version, shared by every session."""
-    return SearchService.load(cached_config(path, digest))
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner=False)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
 
-from tests.fixtures_demo import ROOT, DemoEnv
+from tests.fixtures_demo import DemoEnv
+from util.local_servers import AppStartError, running_app, served_folder
 
 pytestmark = pytest.mark.browser
 
@@ -30,81 +24,41 @@ START_TIMEOUT_S = 90
 DISTANCE = re.compile(r"distance \d+\.\d{3}")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(port: int, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                        timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def app_url(demo_env: DemoEnv, tmp_path_factory):
     """`streamlit run front_end.py` from the repo root on a free port; stopped afterwards."""
-    port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", "front_end.py",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.headless", "true", "--server.fileWatcherType", "none",
-               "--browser.gatherUsageStats", "false",
-               "--", "--config", str(demo_env.config_path)]
-    with open(log, "wb") as output:
-        server = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "OMP_NUM_THREADS": "2"})
     try:
-        wait_until_healthy(port, server, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
-
-
-class _QuietFiles(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+        with running_app(demo_env.config_path, log, START_TIMEOUT_S,
+                         env={"OMP_NUM_THREADS": "2"}) as (url, _server):
+            yield url
+    except AppStartError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
 def catalog_images(demo_env: DemoEnv):
     """The demo catalog's image folder over local HTTP: `url(relative image path)`."""
-    folder = Path(demo_env.config.paths.images_dataframe_path).parent
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(_QuietFiles, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, name="catalog-images", daemon=True)
-    thread.start()
-    yield lambda path: f"http://127.0.0.1:{httpd.server_address[1]}/{path}"
-    httpd.shutdown()
-    httpd.server_close()
+    with served_folder(Path(demo_env.config.paths.images_dataframe_path).parent) as url_of:
+        yield url_of
 
 
 @pytest.fixture()
-def page():
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM} (run `make browser`, or set CHROMIUM)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": 1440, "height": 2100})
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    return browser.new_page(viewport={"width": 1440, "height": 2100})
 
 
 def save_screenshot(page, tmp_path: Path) -> Path:
@@ -132,10 +86,7 @@ def test_paste_a_link_and_see_results(app_url, catalog_images, demo_env, page, t
     box.fill(link)
     box.press("Enter")
     distances = page.get_by_text(DISTANCE)
-    distances.first.wait_for()
-    page.wait_for_function(
-        "k => [...document.querySelectorAll('p')].filter("
-        "p => /distance \\d+\\.\\d{3}/.test(p.textContent)).length === k", arg=k)
+    wait_for_results(page, k)
     results = page.locator('img[alt^="Result: "]')
     page.wait_for_function(
         "() => [...document.images].filter(i => i.alt.startsWith('Result: '))"
@@ -149,3 +100,54 @@ def test_paste_a_link_and_see_results(app_url, catalog_images, demo_env, page, t
     assert parse_qs(urlsplit(page.url).query)["url"] == [link]  # a link to share
     shot = save_screenshot(page, tmp_path)
     assert shot.stat().st_size > 10_000
+
+
+def wait_for_results(page, k: int) -> None:
+    page.wait_for_function(
+        "k => [...document.querySelectorAll('p')].filter("
+        "p => /distance \\d+\\.\\d{3}/.test(p.textContent)).length === k", arg=k)
+
+
+def test_four_sessions_at_once_each_get_their_own_results(app_url, catalog_images, demo_env,
+                                                          browser):
+    items = pd.read_csv(demo_env.config.paths.images_dataframe_path, dtype=str)
+    chosen = items.iloc[[3, 50, 97, 144]]
+    k = demo_env.config.ann_index.k
+    pages = [browser.new_context(viewport={"width": 1440, "height": 2100}).new_page()
+             for _ in range(len(chosen))]
+    links = [catalog_images(path) for path in chosen["image_path"]]
+    for page, link in zip(pages, links, strict=True):
+        page.set_default_timeout(START_TIMEOUT_S * 1000)
+        page.goto(app_url)
+        page.get_by_label("Product page or image link").fill(link)
+    for page in pages:  # the four searches run on the server at the same time
+        page.get_by_label("Product page or image link").press("Enter")
+    firsts = []
+    for page, link, item_id in zip(pages, links, chosen["id"], strict=True):
+        wait_for_results(page, k)
+        page.get_by_text(f"This is product {item_id}").wait_for()
+        others = [other for other in chosen["id"] if other != item_id]
+        assert not any(page.get_by_text(f"This is product {other}").count() for other in others)
+        assert parse_qs(urlsplit(page.url).query)["url"] == [link]
+        caption = page.get_by_text(re.compile(r"^id \S+ · distance")).first.inner_text()
+        firsts.append(caption.split()[1])
+    for page in pages:  # each session shortlists its own first result
+        page.get_by_role("button", name="Add to shortlist").first.click()
+    for page in pages:
+        page.get_by_role("heading", name="Shortlist (1)").wait_for()
+        listed = page.get_by_role("button", name=re.compile("Shortlisted"))
+        listed.first.wait_for()
+        assert listed.count() == 1
+        assert page.locator('[data-testid="stException"]').count() == 0
+    assert len(set(firsts)) > 1  # four different queries, not one answer for all
+
+
+def test_model_and_index_load_at_server_start(demo_env, tmp_path):
+    """No visitor has opened a page, yet the server says the service is ready."""
+    log = tmp_path / "streamlit.log"
+    with running_app(demo_env.config_path, log, START_TIMEOUT_S) as (_url, server):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "search service ready" not in log.read_text() and time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert "search service ready" in log.read_text()

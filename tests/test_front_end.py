@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 import front_end
 import search
 from app import display
+from app.service_loader import LOADER
 from index_store.store import IndexStore, current_version
 from tests.fixtures_demo import ROOT, DemoEnv, write_demo_config
 from tests.fixtures_http import make_test_image
@@ -29,8 +30,14 @@ def demo_app(demo_env: DemoEnv, monkeypatch) -> AppTest:
 
 
 def app_for(config_path: Path, monkeypatch) -> AppTest:
-    monkeypatch.setenv(front_end.CONFIG_ENV, str(config_path))
+    use_config(config_path, monkeypatch)
     return AppTest.from_file(APP, default_timeout=60)
+
+
+def use_config(config_path: Path, monkeypatch) -> None:
+    """The app's config, and its service loaded (a server loads it at start, before visitors)."""
+    monkeypatch.setenv(front_end.CONFIG_ENV, str(config_path))
+    LOADER.wait(Path(config_path).resolve())
 
 
 def on_page(name: str) -> None:
@@ -278,17 +285,51 @@ def test_rebuilt_index_and_edited_config_are_used_without_restart(demo_env, tmp_
     index = tmp_path / "index"
     shutil.copytree(demo_env.config.paths.ann_index_path, index)
     config = variant_config(demo_env, tmp_path, paths__ann_index_path=str(index))
-    monkeypatch.setenv(front_end.CONFIG_ENV, str(config))
+    use_config(config, monkeypatch)
     report = AppTest.from_function(on_page, kwargs={"name": "report"}, default_timeout=60).run()
-    assert display.md(current_version(index)) in report.caption[0].value
+    old_version = current_version(index)
+    assert display.md(old_version) in report.caption[0].value
     rebuild(index)
-    report.run()
+    report.run()  # the old version serves while the new one loads in the background
     assert_clean(report)
+    LOADER.wait(config.resolve())
+    report.run()
+    assert current_version(index) != old_version
     assert display.md(current_version(index)) in report.caption[0].value
     config.write_text(config.read_text().replace("title: Visual similarity search",
                                                  "title: Edited title"))
+    LOADER.wait(config.resolve())
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert at.title[0].value.startswith("Edited title")
+
+
+def starting_page() -> None:
+    """AppTest script: the page a visitor sees while the service is still loading."""
+    import front_end
+    from app.service_loader import Loading as NotReady
+
+    front_end.show_starting(NotReady("config|digest|version"))
+
+
+def test_a_visitor_during_start_up_sees_a_loading_state():
+    at = AppTest.from_function(starting_page, default_timeout=60).run()
+    assert not at.exception
+    assert at.info[0].value.startswith("Starting up: loading the model and the index")
+
+
+def test_loader_serves_the_old_version_while_a_rebuilt_one_loads(demo_env, tmp_path):
+    index = tmp_path / "index"
+    shutil.copytree(demo_env.config.paths.ann_index_path, index)
+    config = variant_config(demo_env, tmp_path, paths__ann_index_path=str(index)).resolve()
+    first = LOADER.wait(config)
+    assert first.service is not None and first.loading is None
+    rebuild(index)
+    during = LOADER.request(config)
+    after = LOADER.wait(config)
+    assert after.service is not None and after.service is not first.service
+    assert after.key.endswith(current_version(index)) and after.key != first.key
+    assert during.loading is not None  # the rebuilt version is loading in the background...
+    assert during.service is first.service  # ...while the old one serves: never a blank page
 
 
 def test_missing_config_is_a_message(tmp_path, monkeypatch):
@@ -298,7 +339,7 @@ def test_missing_config_is_a_message(tmp_path, monkeypatch):
 
 
 def test_report_page_shows_the_manifest(demo_env, monkeypatch):
-    monkeypatch.setenv(front_end.CONFIG_ENV, str(demo_env.config_path))
+    use_config(demo_env.config_path, monkeypatch)
     at = AppTest.from_function(on_page, kwargs={"name": "report"}, default_timeout=60).run()
     assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
@@ -313,7 +354,7 @@ def test_report_page_shows_the_manifest(demo_env, monkeypatch):
 
 
 def test_explore_page_searches_with_the_picked_product(demo_env, monkeypatch):
-    monkeypatch.setenv(front_end.CONFIG_ENV, str(demo_env.config_path))
+    use_config(demo_env.config_path, monkeypatch)
     at = AppTest.from_function(on_page, kwargs={"name": "explore"}, default_timeout=60)
     item_id = catalog(demo_env).index[3]
     at.session_state["explore_item"] = item_id  # what a click on the map's point sets

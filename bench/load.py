@@ -1,0 +1,218 @@
+"""Concurrent sessions through the real app: N headless Chromium sessions paste links at once.
+
+`python bench/load.py --config config/fashion.yml --sessions 1,2,4,8,16`
+
+Starts `streamlit run front_end.py` on the config's index, serves distinct catalog images from a
+local HTTP server, and for each N opens N browser sessions, then makes all N paste a different
+image link at the same moment. Reported per N: page load until the search input shows, time from
+pressing Enter until all k results (distances and thumbnails) are on screen (p50/p95/max), errors
+(timeouts, exception boxes, error messages), the server process's CPU seconds and its peak RSS.
+Before the rounds, the first visitor after server start is timed the same way.
+
+Why a browser and not Streamlit's websocket protocol: the figure users feel includes what the
+browser fetches after the websocket delta (thumbnails, media) and the page's own rendering; the
+clients share the machine's two cores with the server, as in a demo on one laptop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from common import config_parser, emit, environment, int_list, log, markdown_table
+
+from config import load_config  # importable once `common` has put the repo on sys.path
+from config.schema import PathsConfig
+from util.local_servers import running_app, served_folder
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+INPUT_LABEL = "Product page or image link"
+STEP_TIMEOUT_MS = 180_000
+RESULTS_OR_ERROR = """k => {
+  if (document.querySelector('[data-testid="stException"], [data-testid="stAlertContentError"]'))
+    return true;
+  const shown = [...document.querySelectorAll('p')]
+    .filter(p => /distance \\d+\\.\\d{3}/.test(p.textContent)).length;
+  const images = [...document.images].filter(i => i.alt.startsWith('Result: '));
+  return shown === k && images.length === k && images.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+
+def bench_config(config_path: Path, folder: Path) -> Path:
+    """A copy of the config with absolute paths that may download from 127.0.0.1."""
+    config = load_config(config_path)
+    raw = yaml.safe_load(Path(config_path).read_text())
+    raw["paths"] = {key: str(getattr(config.paths, key)) for key in PathsConfig.model_fields}
+    raw["download"]["allow_private_networks"] = ["127.0.0.0/8"]
+    path = folder / "load-config.yml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def query_images(config_path: Path, count: int, seed: int) -> tuple[Path, list[str]]:
+    """A folder and `count` distinct catalog image paths relative to it (to serve over HTTP)."""
+    import pandas as pd
+
+    config = load_config(config_path)
+    table_path = Path(config.paths.images_dataframe_path)
+    table = pd.read_csv(table_path, dtype=str)
+    paths = table[config.dataframe.path_field].dropna().unique()
+    rng = np.random.default_rng(seed)
+    chosen = [(table_path.parent / p).resolve()
+              for p in rng.choice(paths, min(count, len(paths)), replace=False)]
+    folder = Path(os.path.commonpath([str(p.parent) for p in chosen]))
+    return folder, [str(p.relative_to(folder)) for p in chosen]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def open_session(browser, url: str) -> tuple[object, float]:
+    """A new browser session on the app; seconds until the search input shows."""
+    context = await browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = await context.new_page()
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    began = time.perf_counter()
+    await page.goto(url)
+    await page.get_by_label(INPUT_LABEL).wait_for()
+    return page, time.perf_counter() - began
+
+
+async def search(page, link: str, k: int, start: asyncio.Event) -> tuple[float, str]:
+    """Paste `link` when `start` is set; seconds until k results show, and an error or ''."""
+    box = page.get_by_label(INPUT_LABEL)
+    await box.fill(link)
+    await start.wait()
+    began = time.perf_counter()
+    await box.press("Enter")
+    try:
+        await page.wait_for_function(RESULTS_OR_ERROR, arg=k)
+    except Exception as error:  # a timeout is a measured failure, not a crash of the bench
+        return time.perf_counter() - began, f"no results ({type(error).__name__})"
+    seconds = time.perf_counter() - began
+    if await page.locator('[data-testid="stException"]').count():
+        return seconds, "exception box"
+    if await page.locator('[data-testid="stAlertContentError"]').count():
+        return seconds, "error message"
+    return seconds, ""
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    values = np.asarray(seconds)
+    return {"p50_s": float(np.percentile(values, 50)), "p95_s": float(np.percentile(values, 95)),
+            "max_s": float(values.max())}
+
+
+async def one_round(browser, url: str, links: list[str], k: int, pid: int) -> dict:
+    opened = await asyncio.gather(*(open_session(browser, url) for _ in links))
+    pages = [page for page, _ in opened]
+    start = asyncio.Event()
+    cpu_before = process_cpu_seconds(pid)
+    searches = [asyncio.create_task(search(page, link, k, start))
+                for page, link in zip(pages, links, strict=True)]
+    await asyncio.sleep(0.5)  # every session has its link typed in
+    start.set()
+    answers = await asyncio.gather(*searches)
+    cpu = process_cpu_seconds(pid) - cpu_before
+    for page in pages:
+        await page.context.close()
+    errors = [error for _, error in answers if error]
+    return {"sessions": len(links), "page_load": summary([s for _, s in opened]),
+            "results": summary([s for s, _ in answers]), "errors": len(errors),
+            "error_kinds": sorted(set(errors)), "server_cpu_s": cpu,
+            "server_peak_rss_mb": process_peak_rss_mb(pid)}
+
+
+async def run_rounds(url: str, pid: int, links: list[str], counts: list[int], k: int,
+                     first_load_s: float | None) -> dict:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            first = first_load_s
+            if first is None:
+                page, first = await open_session(browser, url)
+                await page.context.close()
+            rounds, used = [], 0
+            for count in counts:
+                log(f"{count} session(s)…")
+                rounds.append(await one_round(browser, url, links[used:used + count], k, pid))
+                used += count
+        finally:
+            await browser.close()
+    return {"first_visitor_page_load_s": first, "rounds": rounds}
+
+
+def first_visit_seconds(url: str) -> float:
+    """Seconds from opening the page to the search input, right after the server is healthy."""
+    async def visit() -> float:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                       args=CHROMIUM_ARGS)
+            try:
+                return (await open_session(browser, url))[1]
+            finally:
+                await browser.close()
+    return asyncio.run(visit())
+
+
+def measure(config_path: Path, counts: list[int], seed: int) -> dict:
+    config = load_config(config_path)
+    k = min(config.ann_index.k, config.ui.max_k)
+    folder, images = query_images(config_path, sum(counts), seed)
+    with tempfile.TemporaryDirectory() as scratch, served_folder(folder) as url_of:
+        copy = bench_config(config_path, Path(scratch))
+        log_path = Path(scratch) / "streamlit.log"
+        started = time.perf_counter()
+        with running_app(copy, log_path, timeout_s=300) as (url, server):
+            healthy_s = time.perf_counter() - started
+            first = first_visit_seconds(url)
+            links = [url_of(path) for path in images]
+            result = asyncio.run(run_rounds(url, server.pid, links, counts, k, first))
+        result["server_healthy_after_s"] = healthy_s
+    result.update(config=str(config_path), k=k, environment=environment())
+    return result
+
+
+def render(result: dict) -> str:
+    rows = [(r["sessions"], r["page_load"]["p50_s"], r["page_load"]["max_s"],
+             r["results"]["p50_s"], r["results"]["p95_s"], r["results"]["max_s"],
+             r["errors"], r["server_cpu_s"], r["server_peak_rss_mb"])
+            for r in result["rounds"]]
+    table = markdown_table(["sessions", "page load p50 s", "page load max s", "results p50 s",
+                            "results p95 s", "results max s", "errors", "server CPU s",
+                            "server peak RSS MB"], rows)
+    return (f"server healthy after {result['server_healthy_after_s']:.1f} s; first visitor: "
+            f"search input after {result['first_visitor_page_load_s']:.1f} s\n\n{table}")
+
+
+def main() -> None:
+    parser = config_parser(__doc__, "1 and 2 sessions only")
+    parser.add_argument("--sessions", type=int_list, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    counts = [1, 2] if args.quick else args.sessions
+    emit(measure(Path(args.config), counts, args.seed), args.json, render)
+
+
+if __name__ == "__main__":
+    main()
