@@ -19,6 +19,7 @@ from app.explore_page import explore_page
 from app.report_page import report_page
 from app.search_page import search_page
 from app.state import init_state
+from app.widgets import narrow_screen_nav
 from config import ConfigError
 from index_store.base import IndexStoreError
 from index_store.store import current_version
@@ -89,7 +90,9 @@ def main(default_page: str = "search") -> None:
     pages = [st.Page(lambda render=render: guarded(render, service, service_key), title=title,
                      icon=icon, url_path=name, default=name == default_page)
              for name, (title, icon, render) in PAGES.items()]
-    st.navigation(pages, position="top").run()
+    navigation = st.navigation(pages, position="top")
+    narrow_screen_nav(pages)
+    navigation.run()
 
 
 def guarded(render: Callable[[SearchService, str], None], service: SearchService,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -51,16 +53,15 @@ def wait_until_healthy(port: int, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"streamlit did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def app_url(demo_env: DemoEnv, tmp_path_factory):
+@contextlib.contextmanager
+def serve(config_path: Path, log: Path) -> Iterator[str]:
     """`streamlit run front_end.py` from the repo root on a free port; stopped afterwards."""
     port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     command = [sys.executable, "-m", "streamlit", "run", "front_end.py",
                "--server.port", str(port), "--server.address", "127.0.0.1",
                "--server.headless", "true", "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false",
-               "--", "--config", str(demo_env.config_path)]
+               "--", "--config", str(config_path)]
     with open(log, "wb") as output:
         server = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
                                   env={**os.environ, "OMP_NUM_THREADS": "2"})
@@ -74,6 +75,12 @@ def app_url(demo_env: DemoEnv, tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_env: DemoEnv, tmp_path_factory):
+    with serve(demo_env.config_path, tmp_path_factory.mktemp("streamlit") / "streamlit.log") as url:
+        yield url
 
 
 class _QuietFiles(SimpleHTTPRequestHandler):
@@ -95,27 +102,35 @@ def catalog_images(demo_env: DemoEnv):
 
 
 @pytest.fixture()
-def page():
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM} (run `make browser`, or set CHROMIUM)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": 1440, "height": 2100})
+            yield launched
         finally:
-            browser.close()
+            launched.close()
 
 
-def save_screenshot(page, tmp_path: Path) -> Path:
-    """A PNG in tmp_path, also copied to $SCREENSHOT_OUT (a .png path or a folder) when set."""
-    shot = tmp_path / "search.png"
-    page.screenshot(path=str(shot))
+@pytest.fixture()
+def page(browser):
+    return browser.new_page(viewport={"width": 1440, "height": 2100})
+
+
+def save_screenshot(page, tmp_path: Path, name: str = "search.png") -> Path:
+    """A PNG in tmp_path, also copied to $SCREENSHOT_OUT when set: to that path when it ends in
+    .png (the first screenshot only), else into that folder as `name`."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=name != "search.png")
     target = os.environ.get("SCREENSHOT_OUT")
     if target:
         destination = Path(target)
         if destination.suffix.lower() != ".png":
-            destination = destination / "screenshot.png"
+            destination = destination / ("screenshot.png" if name == "search.png" else name)
+        elif name != "search.png":
+            return shot
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, destination)
     return shot
@@ -149,3 +164,74 @@ def test_paste_a_link_and_see_results(app_url, catalog_images, demo_env, page, t
     assert parse_qs(urlsplit(page.url).query)["url"] == [link]  # a link to share
     shot = save_screenshot(page, tmp_path)
     assert shot.stat().st_size > 10_000
+
+
+def shortlist_count(page) -> int:
+    heading = page.get_by_role("heading", name=re.compile(r"^Shortlist \(\d+\)"))
+    heading.wait_for()
+    return int(re.search(r"\((\d+)\)", heading.inner_text()).group(1))
+
+
+def wait_for_results(page, k: int) -> None:
+    page.wait_for_function(
+        "k => [...document.querySelectorAll('p')].filter("
+        "p => /distance \\d+\\.\\d{3}/.test(p.textContent)).length === k", arg=k)
+
+
+def test_shortlist_survives_reload_and_restart_per_browser(app_url, demo_env, browser,
+                                                           tmp_path):
+    items = pd.read_csv(demo_env.config.paths.images_dataframe_path, dtype=str)
+    alice = browser.new_context(viewport={"width": 1440, "height": 1600})
+    page = alice.new_page()
+    page.set_default_timeout(START_TIMEOUT_S * 1000)
+    page.goto(f"{app_url}/?item={items['id'].iloc[3]}")
+    wait_for_results(page, demo_env.config.ann_index.k)
+    assert shortlist_count(page) == 0
+    for expected in (1, 2):
+        page.get_by_role("button", name="Add to shortlist").first.click()
+        page.get_by_role("heading", name=f"Shortlist ({expected})").wait_for()
+    page.reload()
+    wait_for_results(page, demo_env.config.ann_index.k)
+    assert shortlist_count(page) == 2  # a reload keeps it
+    bob = browser.new_context(viewport={"width": 1440, "height": 1600}).new_page()
+    bob.set_default_timeout(START_TIMEOUT_S * 1000)
+    bob.goto(app_url)
+    assert shortlist_count(bob) == 0  # another browser: another list
+    with serve(demo_env.config_path, tmp_path / "restarted.log") as restarted:
+        page.goto(restarted)  # a new server process on the same config: a restart
+        assert shortlist_count(page) == 2
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_every_page_is_reachable_and_readable(app_url, demo_env, browser, tmp_path, width):
+    """At a desktop's and a phone's width: the navigation reaches Report and Explore; each page
+    renders without an error (screenshots to $SCREENSHOT_OUT when set)."""
+    items = pd.read_csv(demo_env.config.paths.images_dataframe_path, dtype=str)
+    page = browser.new_page(viewport={"width": width, "height": 900 if width < 800 else 1400})
+    page.set_default_timeout(START_TIMEOUT_S * 1000)
+    page.goto(f"{app_url}/?item={items['id'].iloc[11]}")
+    wait_for_results(page, demo_env.config.ann_index.k)
+    page.wait_for_function("() => [...document.images].every(i => i.complete)")
+    page.wait_for_timeout(1500)
+    save_screenshot(page, tmp_path, f"search-{width}.png")
+    for name, title in (("Report", "Index report"), ("Explore", "Catalog map")):
+        open_page(page, name)
+        page.get_by_role("heading", name=title).wait_for()
+        page.wait_for_timeout(1500)  # let the charts draw
+        assert page.locator('[data-testid="stException"]').count() == 0
+        save_screenshot(page, tmp_path, f"{name.lower()}-{width}.png")
+
+
+def open_page(page, name: str) -> None:
+    """Follow the navigation link `name` that is on screen (never the folded-away menu's)."""
+    width = page.viewport_size["width"]
+    links = page.get_by_role("link", name=name, exact=True)
+    links.first.wait_for()
+    for index in range(links.count()):
+        box = links.nth(index).bounding_box()
+        if links.nth(index).is_visible() and box and box["x"] >= 0 and box["x"] + box[
+                "width"] <= width:
+            links.nth(index).click()
+            return
+    pytest.fail(f"no {name!r} link on screen at {width} px")
