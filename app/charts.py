@@ -75,10 +75,9 @@ def per_class_table(per_class: dict, classes: list[str]) -> pd.DataFrame:
             rows.append({"class": str(name), "mAP": math.nan, "precision": math.nan,
                          "queries": 0, "label": "no test queries"})
             continue
-        noun = "query" if queries == 1 else "queries"
         rows.append({"class": str(name), "mAP": float(scores.map_at_k),
                      "precision": float(scores.precision_at_k), "queries": queries,
-                     "label": f"{scores.map_at_k:.2f} · {queries:,} {noun}"})
+                     "label": f"{scores.map_at_k:.2f} (n={queries:,})"})
     table = pd.DataFrame(rows, columns=["class", "mAP", "precision", "queries", "label"])
     return table.sort_values(["mAP", "queries", "class"], ascending=[False, False, True],
                              na_position="last", kind="stable").reset_index(drop=True)

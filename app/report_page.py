@@ -43,8 +43,8 @@ def report_page(service: SearchService, service_key: str) -> None:
     if per_class.empty:
         st.caption("No per-class figures for this attribute.")
     else:
-        st.caption("Each bar: the class's mAP and how many test queries it rests on; a score "
-                   "from a few queries is uncertain.")
+        st.caption("Each bar: the class's mAP and n, the number of test queries it rests on; "
+                   "a score from a few queries is uncertain.")
         st.altair_chart(bar_chart(per_class, "class", k), width="stretch")
         unscored = per_class.loc[per_class["queries"] == 0, "class"].tolist()
         if unscored:
@@ -78,7 +78,7 @@ def bar_chart(frame: pd.DataFrame, category: str, k: object) -> alt.Chart:
     base = alt.Chart(data).encode(
         y=alt.Y(f"{category}:N", sort=list(data[category]), title=None,
                 axis=alt.Axis(labelLimit=400)),
-        x=alt.X("position:Q", scale=alt.Scale(domain=[0, 1.25]), title=f"mAP@{k}",
+        x=alt.X("position:Q", scale=alt.Scale(domain=[0, 1.3]), title=f"mAP@{k}",
                 axis=alt.Axis(format=".1f", values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
         tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("mAP:Q", format=".3f"),
                  alt.Tooltip("precision:Q", title=f"P@{k}", format=".3f"),

@@ -239,8 +239,7 @@ def test_report_counts_queries_and_lists_every_class(demo_env, monkeypatch):
     for name in classes:
         queries = per_class.get(name, {}).get("queries", 0)
         expected = "no test queries" if not queries else (
-            f"{per_class[name]['map_at_k']:.2f} · {queries} "
-            f"{'query' if queries == 1 else 'queries'}")
+            f"{per_class[name]['map_at_k']:.2f} (n={queries})")
         assert rows.loc[name, "label"] == expected
     unscored = [name for name in classes if not per_class.get(name, {}).get("queries")]
     if unscored:

@@ -100,7 +100,7 @@ def test_per_class_bars_count_queries_and_keep_classes_without_queries():
                  "Dress": ClassScores(map_at_k=0.7, precision_at_k=0.6, queries=12)}
     table = charts.per_class_table(per_class, ["Dress", "Scarf", "Tshirt", "Bag"])
     assert list(table["class"]) == ["Tshirt", "Dress", "Bag", "Scarf"]
-    assert list(table["label"]) == ["1.00 · 1 query", "0.70 · 12 queries", "no test queries",
+    assert list(table["label"]) == ["1.00 (n=1)", "0.70 (n=12)", "no test queries",
                                     "no test queries"]
     assert list(table["queries"]) == [1, 12, 0, 0]
     assert math.isnan(table.loc[2, "mAP"])
