@@ -86,13 +86,16 @@ def pages() -> dict[str, tuple[str, str, Callable[[SearchService, str], None]]]:
 def main(default_page: str = "search") -> None:
     """The app; `default_page` opens another page first (tests use it)."""
     from app.state import init_state
+    from app.widgets import narrow_screen_nav
 
     service, service_key = load_service()
     init_state()
     entries = [st.Page(lambda render=render: guarded(render, service, service_key), title=title,
                        icon=icon, url_path=name, default=name == default_page)
                for name, (title, icon, render) in pages().items()]
-    st.navigation(entries, position="top").run()
+    navigation = st.navigation(entries, position="top")
+    narrow_screen_nav(entries)
+    navigation.run()
 
 
 def guarded(render: Callable[[SearchService, str], None], service: SearchService,

@@ -136,14 +136,20 @@ def is_missing(value: object) -> bool:
         return False
 
 
+def public_link(value: object) -> str:
+    """An http(s) link a colleague can open, or '' (a server's file path is never exported)."""
+    text = "" if is_missing(value) else str(value).strip()
+    return text if is_http_url(text) else ""
+
+
 def shortlist_row(item: dict, label_fields: list[str], query: str) -> dict:
     """What the shortlist keeps of one result."""
     row = {"id": str(item.get("id", "")), "name": str(item.get("name", "")),
            "distance": round(float(item.get("distance", 0.0)), 4), "band": item.get("band", "")}
     row.update({column: "" if is_missing(item.get(column)) else str(item.get(column))
                 for column in label_fields})
-    row["image"] = str(item.get("image_path") or item.get("image_file") or "")
-    row["product_url"] = "" if is_missing(item.get("product_url")) else str(item["product_url"])
+    row["image_url"] = public_link(item.get("image_path"))
+    row["product_url"] = public_link(item.get("product_url"))
     row["query"] = query
     return row
 
@@ -154,8 +160,10 @@ def _no_formula(value: object) -> object:
 
 
 def shortlist_csv(rows: list[dict], label_fields: list[str]) -> bytes:
-    """The shortlist as UTF-8 CSV: id, name, distance, band, labels, image, product_url, query."""
-    columns = ["id", "name", "distance", "band", *label_fields, "image", "product_url", "query"]
+    """The shortlist as UTF-8 CSV: id, name, distance, band, labels, image_url, product_url,
+    query (links only where the catalog gave http(s) links; never file paths)."""
+    columns = ["id", "name", "distance", "band", *label_fields, "image_url", "product_url",
+               "query"]
     table = pd.DataFrame(rows, columns=columns)
     text_columns = [c for c in columns if c != "distance"]
     table[text_columns] = table[text_columns].map(_no_formula)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 import re
 
+import numpy as np
 import pandas as pd
 
-from search import is_missing
-from util.urls import is_http_url
+from search import is_missing, public_link
 
 THUMB_SIDE = 320
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=])")
@@ -26,6 +26,16 @@ def filters_key(filters: dict[str, list[str]]) -> tuple:
                         if values))
 
 
+def column_title(column: str, names: dict[str, str] | None = None) -> str:
+    """A label column's display name: ui.column_names, else from the column name
+    ('articleType' → 'Article type', 'master_category' → 'Master category')."""
+    if names and names.get(column):
+        return names[column]
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", column).replace("_", " ").split()
+    text = " ".join(words).lower()
+    return text[:1].upper() + text[1:]
+
+
 def top_classes(predicted: dict) -> dict[str, str]:
     """The most likely class per task."""
     return {task: str(top[0][0]) for task, top in predicted.items() if top}
@@ -36,32 +46,54 @@ def predicted_line(predicted: dict) -> str:
     return " · ".join(f"{md(top[0][0])} {top[0][1]:.0%}" for top in predicted.values() if top)
 
 
-def label_line(row: dict, label_fields: list[str], top: dict[str, str]) -> str:
-    """The item's labels, each marked ✓ where it equals the query's predicted class."""
+def reference_labels(product: dict | None, predicted: dict, label_fields: list[str]
+                     ) -> tuple[dict[str, str], str]:
+    """What ✓ on a result compares with, and a caption saying so: the query product's own
+    catalog labels when the query is a catalog product, else the model's guesses."""
+    if product:
+        labels = {column: str(product[column]) for column in label_fields
+                  if not is_missing(product.get(column))}
+        if labels:
+            return labels, ("✓ on a result marks a label equal to this product's own catalog "
+                            "labels (" + " · ".join(md(v) for v in labels.values()) + ").")
+    return top_classes(predicted), ("✓ on a result marks a label equal to the model's guess "
+                                    "above (the query is not a catalog product).")
+
+
+def label_line(row: dict, label_fields: list[str], reference: dict[str, str]) -> str:
+    """The item's labels, each marked ✓ where it equals the reference label of its column."""
     parts = []
     for column in label_fields:
         value = row.get(column)
         if is_missing(value):
             continue
-        parts.append(md(value) + (" ✓" if top.get(column) == str(value) else ""))
+        parts.append(md(value) + (" ✓" if reference.get(column) == str(value) else ""))
     return " · ".join(parts)
 
 
 def safe_link(url: object) -> str | None:
     """An http(s) product link, or None (javascript: and other schemes are never linked)."""
-    text = "" if is_missing(url) else str(url).strip()
-    return text if is_http_url(text) else None
+    return public_link(url) or None
 
 
-def gallery_rows(items: pd.DataFrame, size: int, column: str | None) -> list[int]:
-    """`size` row positions, deterministic and varied: round-robin over `column`'s classes."""
+def gallery_rows(items: pd.DataFrame, size: int, column: str | None, seed: int = 0
+                 ) -> list[int]:
+    """`size` row positions for the example gallery: one product of each of the most common
+    classes of `column`, most common first (then a second round, ...); which product of a
+    class is a seeded choice, so the same catalog and seed give the same gallery."""
     if size <= 0 or items.empty:
         return []
     table = items.assign(_row=range(len(items))).sort_values("id", kind="stable")
+    table = table.assign(_draw=np.random.default_rng(seed).permutation(len(table)))
     if column and column in table:
         groups = table[column].astype(str)
-        table = table.assign(_rank=table.groupby(groups).cumcount(), _group=groups)
-        table = table.sort_values(["_rank", "_group", "id"], kind="stable")
+        counts = groups.map(groups.value_counts())
+        table = table.assign(_count=counts, _group=groups).sort_values("_draw", kind="stable")
+        table = table.assign(_rank=table.groupby("_group").cumcount())
+        table = table.sort_values(["_rank", "_count", "_group"], ascending=[True, False, True],
+                                  kind="stable")
+    else:
+        table = table.sort_values("_draw", kind="stable")
     return table["_row"].head(size).tolist()
 
 

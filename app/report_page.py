@@ -6,7 +6,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.display import md
+from app.charts import per_class_table
+from app.display import column_title, md
 from contracts import IndexManifest
 from search import SearchService
 
@@ -27,19 +28,28 @@ def report_page(service: SearchService, service_key: str) -> None:
     st.subheader(f"Retrieval quality: mAP@{k} per attribute")
     st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
                "a result counts as relevant when it shares the query's attribute value.")
-    per_task = pd.DataFrame([{"attribute": task, "mAP": values.map_at_k,
-                              "precision": values.precision_at_k}
+    titles = service.config.ui.column_names
+    per_task = pd.DataFrame([{"attribute": column_title(task, titles), "mAP": values.map_at_k,
+                              "precision": values.precision_at_k,
+                              "label": f"{values.map_at_k:.2f}"}
                              for task, values in tasks.items()])
     st.altair_chart(bar_chart(per_task, "attribute", k), width="stretch")
     st.subheader(f"mAP@{k} per class")
-    task = st.selectbox("Attribute", list(tasks), key="report_task")
-    per_class = pd.DataFrame([{"class": name, "mAP": values.map_at_k,
-                               "precision": values.precision_at_k, "queries": values.queries}
-                              for name, values in tasks[task].per_class.items()])
+    task = st.selectbox("Attribute", list(tasks), key="report_task",
+                        format_func=lambda column: column_title(column, titles))
+    classes = (sorted(service.items[task].dropna().astype(str).unique())
+               if task in service.items else [])
+    per_class = per_class_table(tasks[task].per_class, classes)
     if per_class.empty:
         st.caption("No per-class figures for this attribute.")
     else:
+        st.caption("Each bar: the class's mAP and n, the number of test queries it rests on; "
+                   "a score from a few queries is uncertain.")
         st.altair_chart(bar_chart(per_class, "class", k), width="stretch")
+        unscored = per_class.loc[per_class["queries"] == 0, "class"].tolist()
+        if unscored:
+            st.caption(f"No test queries, so not scored ({len(unscored)}): "
+                       + ", ".join(md(name) for name in unscored) + ".")
     skipped_reasons(manifest.counts.skipped_reasons)
 
 
@@ -62,14 +72,20 @@ def report_numbers(manifest: IndexManifest) -> None:
 
 
 def bar_chart(frame: pd.DataFrame, category: str, k: object) -> alt.Chart:
-    base = alt.Chart(frame).encode(
-        y=alt.Y(f"{category}:N", sort="-x", title=None),
-        x=alt.X("mAP:Q", scale=alt.Scale(domain=[0, 1]), title=f"mAP@{k}",
-                axis=alt.Axis(format=".1f", tickCount=5)),
+    """Horizontal bars in the frame's order, each labelled with its `label` text; long names
+    are shown whole."""
+    data = frame.assign(position=frame["mAP"].fillna(0.0))
+    base = alt.Chart(data).encode(
+        y=alt.Y(f"{category}:N", sort=list(data[category]), title=None,
+                axis=alt.Axis(labelLimit=400)),
+        x=alt.X("position:Q", scale=alt.Scale(domain=[0, 1.3]), title=f"mAP@{k}",
+                axis=alt.Axis(format=".1f", values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
         tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("mAP:Q", format=".3f"),
-                 alt.Tooltip("precision:Q", title=f"P@{k}", format=".3f")])
+                 alt.Tooltip("precision:Q", title=f"P@{k}", format=".3f"),
+                 *([alt.Tooltip("queries:Q", title="test queries")]
+                   if "queries" in data else [])])
     bars = base.mark_bar(cornerRadiusEnd=3)
-    text = base.mark_text(align="left", dx=4).encode(text=alt.Text("mAP:Q", format=".2f"))
+    text = base.mark_text(align="left", dx=4).encode(text=alt.Text("label:N"))
     return (bars + text).properties(height=alt.Step(30))
 
 

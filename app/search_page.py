@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.cache import content_thumbnail, fetch_url, item_thumbnail, search_content
 from app.display import filters_key, gallery_rows, md
-from app.state import search_with_item, submit_upload, submit_url
+from app.state import search_with_item, share_link, submit_upload, submit_url
 from app.widgets import (
     Found,
     answer,
@@ -32,8 +32,16 @@ def search_page(service: SearchService, service_key: str) -> None:
     query = st.session_state.get("query")
     if not query:
         return
-    answer(service, lambda k, filters: run_query(service, service_key, query, k, filters),
+    answer(service, lambda k, filters: shareable(run_query(service, service_key, query, k,
+                                                           filters), query),
            on_more=search_with_item, prefix="s")
+
+
+def shareable(found: Found | None, query: dict) -> Found | None:
+    """The answer with its link to share (none for an upload: say so where the link would be)."""
+    if found is None:
+        return None
+    return found._replace(share="" if query["kind"] == "upload" else share_link(st.context.url))
 
 
 def query_inputs(service: SearchService, service_key: str) -> None:
@@ -47,6 +55,8 @@ def query_inputs(service: SearchService, service_key: str) -> None:
                         persist_state="session")
         button.button("Search", key="url_search", on_click=submit_url, type="primary",
                       width="stretch")
+        if st.session_state.get("url_note"):
+            st.caption(f":material/info: {st.session_state['url_note']}")
     with upload:
         st.file_uploader("A product photo (PNG, JPEG, WebP or GIF)", type=UPLOAD_TYPES,
                          key="upload", on_change=submit_upload)
@@ -57,7 +67,7 @@ def query_inputs(service: SearchService, service_key: str) -> None:
 def gallery(service: SearchService) -> None:
     config = service.config
     column = config.task_columns[0] if config.task_columns else None
-    rows = gallery_rows(service.items, config.ui.gallery_size, column)
+    rows = gallery_rows(service.items, config.ui.gallery_size, column, config.ui.gallery_seed)
     if not rows:
         st.caption("No examples configured (ui.gallery_size is 0).")
         return

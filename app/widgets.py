@@ -9,11 +9,31 @@ import pandas as pd
 import streamlit as st
 
 from app.cache import filter_options, item_thumbnail, search_item
-from app.display import filters_key, label_line, md, predicted_line, safe_link, top_classes
-from app.state import current_controls, toggle_shortlist
+from app.display import (
+    column_title,
+    filters_key,
+    label_line,
+    md,
+    predicted_line,
+    reference_labels,
+    safe_link,
+)
+from app.state import (
+    change_shortlist,
+    current_controls,
+    default_k,
+    load_shortlist,
+    remember_browser,
+    restore_controls,
+    sync_control_params,
+)
+from config import AppConfig
 from search import SearchResponse, SearchService, shortlist_csv, shortlist_row
 
 RESULTS_PER_ROW = 5
+NARROW_SCREEN_PX = 768  # below Streamlit's "md" breakpoint the top navigation folds into the menu
+NARROW_NAV_CSS = (f"<style>.st-key-narrow_nav {{display: none;}} @media (max-width: "
+                  f"{NARROW_SCREEN_PX - 0.02}px) {{.st-key-narrow_nav {{display: flex;}}}}</style>")
 BAND_COLORS = {"near-duplicate": "green", "similar": "blue", "loosely similar": "gray"}
 
 
@@ -26,38 +46,54 @@ class Found(NamedTuple):
     about: str           # what the query was, kept with shortlisted results
     item_query: bool     # searched with a catalog product (the product is shown, not announced)
     note: str = ""       # e.g. where on a product page the image was found (Markdown-escaped)
+    share: str | None = None  # the link that reopens this search ("" when it cannot be shared)
+
+
+def narrow_screen_nav(pages: list) -> None:
+    """The pages as links at the top of every page, shown on phone-width screens only (there
+    Streamlit moves the navigation into the collapsed sidebar, out of sight)."""
+    st.html(NARROW_NAV_CSS)
+    with st.container(horizontal=True, key="narrow_nav", gap="small"):
+        for page in pages:
+            st.page_link(page, label=page.title, icon=page.icon)
 
 
 def sidebar(service: SearchService, service_key: str) -> None:
     config = service.config
+    options = filter_options(service, service_key)
+    restore_controls(config, options)
     with st.sidebar:
         st.header("Search settings")
-        st.slider("Number of results", 1, config.ui.max_k,
-                  min(config.ann_index.k, config.ui.max_k), key="k", persist_state="session")
-        options = filter_options(service, service_key)
+        st.slider("Number of results", 1, config.ui.max_k, default_k(config), key="k",
+                  persist_state="session")
         if options:
             st.subheader("Filters")
             for column, values in options.items():
-                st.multiselect(column.replace("_", " ").capitalize(), values,
+                st.multiselect(column_title(column, config.ui.column_names), values,
                                key=f"filter_{column}", placeholder="Any",
                                persist_state="session")
+        sync_control_params(config)
         st.divider()
-        shortlist_panel(config.dataframe.label_fields)
+        shortlist_panel(config)
+        remember_browser()
 
 
-def shortlist_panel(label_fields: list[str]) -> None:
-    rows = list(st.session_state.get("shortlist", {}).values())
+def shortlist_panel(config: AppConfig) -> None:
+    rows = list(load_shortlist(config).values())
     st.header(f"Shortlist ({len(rows)})")
+    if st.session_state.get("shortlist_error"):
+        st.warning(st.session_state["shortlist_error"], icon=":material/warning:")
     if not rows:
-        st.caption("Add results with “Add to shortlist”, then download them as a CSV.")
+        st.caption("Add results with “Add to shortlist”, then download them as a CSV. "
+                   "The list is kept for this browser.")
         return
     st.dataframe(pd.DataFrame(rows)[["id", "name"]], hide_index=True, width="stretch")
-    st.download_button("Download CSV", shortlist_csv(rows, label_fields),
+    st.download_button("Download CSV", shortlist_csv(rows, config.dataframe.label_fields),
                        file_name="shortlist.csv", mime="text/csv", key="shortlist_csv",
                        icon=":material/download:", on_click="ignore", type="primary",
                        width="stretch")
     st.button("Clear shortlist", key="shortlist_clear", type="tertiary",
-              on_click=lambda: st.session_state["shortlist"].clear())
+              on_click=change_shortlist, args=(config, None))
 
 
 def run_item_query(service: SearchService, service_key: str, item_id: str, k: int,
@@ -74,8 +110,10 @@ def run_item_query(service: SearchService, service_key: str, item_id: str, k: in
                  "Products like this one", f"like product {item_id}", True)
 
 
-def show_query(found: Found) -> None:
+def show_query(found: Found, label_fields: list[str]) -> dict[str, str]:
+    """The query's picture and text; returns the labels ✓ on the results compare with."""
     response = found.response
+    reference, why = reference_labels(response.same_product, response.predicted, label_fields)
     picture, text = st.columns([1, 4], gap="medium")
     with picture:
         show_thumbnail(found.thumbnail, "Query image")
@@ -86,38 +124,52 @@ def show_query(found: Found) -> None:
             st.markdown(f"**{md(item.get('name', ''))}** · id {md(item.get('id', ''))}")
         if response.predicted:
             st.markdown(f"Predicted: {predicted_line(response.predicted)}")
-            st.caption("The model's attribute guesses for this image; ✓ on a result marks "
-                       "a matching attribute.")
+        st.caption(why)
         if found.note:
             st.caption(found.note)
+        show_share(found.share)
     if response.same_product and not found.item_query:
         same = response.same_product
         st.info(f"This is product {md(same.get('id', ''))}: {md(same.get('name', ''))}",
                 icon=":material/verified:")
+    return reference
 
 
-def show_results(service: SearchService, found: Found, filters: dict,
+def show_share(link: str | None) -> None:
+    """Where the search's link is shown: the link, or why there is none."""
+    if link is None:
+        return
+    if not link:
+        st.caption(":material/link_off: This search used an uploaded photo, so it cannot be "
+                   "shared as a link. Send the photo, or search with a product link to share.")
+        return
+    st.caption(":material/link: Link to this search (filters and number of results included):")
+    st.code(link, language=None, wrap_lines=True)
+
+
+def show_results(service: SearchService, found: Found, filters: dict, reference: dict,
                  on_more: Callable[[str], None], prefix: str) -> None:
     response = found.response
     results = response.results
     noun = "product" if len(results) == 1 else "products"
     st.subheader(f"{len(results)} similar {noun}")
     if filters:
-        st.caption("Filtered by " + "; ".join(f"{md(c)}: {', '.join(md(v) for v in values)}"
-                                              for c, values in filters.items()))
+        names = service.config.ui.column_names
+        st.caption("Filtered by " + "; ".join(
+            f"{md(column_title(c, names))}: {', '.join(md(v) for v in values)}"
+            for c, values in filters.items()))
     if results.empty:
         st.info("No product matches these filters. Clear some filters in the sidebar.")
         return
-    top = top_classes(response.predicted)
     records = results.to_dict("records")
     for start in range(0, len(records), RESULTS_PER_ROW):
         for cell, item in zip(st.columns(RESULTS_PER_ROW),
                               records[start:start + RESULTS_PER_ROW], strict=False):
             with cell:
-                result_card(service, item, top, on_more, prefix, found.about)
+                result_card(service, item, reference, on_more, prefix, found.about)
 
 
-def result_card(service: SearchService, item: dict, top: dict[str, str],
+def result_card(service: SearchService, item: dict, reference: dict[str, str],
                 on_more: Callable[[str], None], prefix: str, query: str) -> None:
     label_fields = service.config.dataframe.label_fields
     item_id = str(item["id"])
@@ -127,7 +179,7 @@ def result_card(service: SearchService, item: dict, top: dict[str, str],
         st.markdown(f"**{md(item.get('name', ''))}**")
         st.caption(f"id {md(item_id)} · distance {float(item['distance']):.3f}")
         st.badge(str(item.get("band", "")), color=BAND_COLORS.get(item.get("band"), "gray"))
-        labels = label_line(item, label_fields, top)
+        labels = label_line(item, label_fields, reference)
         if labels:
             st.caption(labels)
         link = safe_link(item.get("product_url"))
@@ -139,8 +191,8 @@ def result_card(service: SearchService, item: dict, top: dict[str, str],
         st.button("✓ Shortlisted" if listed else "Add to shortlist",
                   key=f"{prefix}_short_{item_id}", width="stretch",
                   type="tertiary" if listed else "secondary",
-                  on_click=toggle_shortlist,
-                  args=(shortlist_row(item, label_fields, query),))
+                  on_click=change_shortlist,
+                  args=(service.config, shortlist_row(item, label_fields, query)))
 
 
 def show_thumbnail(thumbnail: bytes | None, alt: str) -> None:
@@ -158,5 +210,5 @@ def answer(service: SearchService, run: Callable[[int, dict], Found | None],
     k, filters = current_controls(service)
     found = run(k, filters)
     if found is not None:
-        show_query(found)
-        show_results(service, found, filters, on_more=on_more, prefix=prefix)
+        reference = show_query(found, service.config.dataframe.label_fields)
+        show_results(service, found, filters, reference, on_more=on_more, prefix=prefix)

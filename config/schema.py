@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+RESERVED_LINK_PARAMS = ("url", "item", "k")  # the app's link parameters; filters use the column
+
 
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, values are checked on assignment."""
@@ -20,6 +22,7 @@ class PathsConfig(Section):
     vectors_path: Path
     ann_index_path: Path
     image_cache_path: Path = Path("image_cache")
+    shortlists_path: Path = Path("shortlists")
 
 
 class DataframeConfig(Section):
@@ -130,7 +133,10 @@ class UiConfig(Section):
     filter_fields: list[str] = Field(default_factory=list)
     bands: BandsConfig = Field(default_factory=BandsConfig)
     gallery_size: int = Field(default=12, ge=0, le=200)
+    gallery_seed: int = 0
     max_k: int = Field(default=50, ge=1, le=500)
+    column_names: dict[str, str] = Field(default_factory=dict)
+    map_top_classes: int = Field(default=12, ge=1, le=60)
 
 
 class EvaluationConfig(Section):
@@ -161,11 +167,20 @@ class AppConfig(Section):
             raise ValueError(
                 f"training.tasks: columns {missing} must also be listed in dataframe.label_fields"
             )
+        unknown_names = [c for c in self.ui.column_names if c not in labels]
+        if unknown_names:
+            raise ValueError(
+                f"ui.column_names: {unknown_names} must be listed in dataframe.label_fields"
+            )
         bad_filters = [f for f in self.ui.filter_fields if f not in labels]
         if bad_filters:
             raise ValueError(
                 f"ui.filter_fields: {bad_filters} must be listed in dataframe.label_fields"
             )
+        reserved = [f for f in self.ui.filter_fields if f in RESERVED_LINK_PARAMS]
+        if reserved:
+            raise ValueError(f"ui.filter_fields: {reserved} cannot be filters (the app's links "
+                             f"use {', '.join(RESERVED_LINK_PARAMS)} for other things)")
         return self
 
     @property

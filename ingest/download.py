@@ -25,6 +25,8 @@ CHUNK_BYTES = 64 * 1024
 IMAGE_ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
 PAGE_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/*,*/*;q=0.8"
 BARE_HOST = re.compile(r"^(?:[\w-]+\.)+[a-z]{2,}(?::\d+)?(?:[/?#]|$)", re.IGNORECASE)
+LOCAL_HOST = re.compile(r"^(?:localhost|\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?(?:[/?#]|$)",
+                        re.IGNORECASE)
 
 
 def _megabytes(size: int) -> str:
@@ -34,12 +36,28 @@ def _megabytes(size: int) -> str:
 
 def normalize_pasted_url(url: str) -> str:
     """Trim a pasted link; a bare 'www.shop.com/…' gets https://, '//cdn…' gets https:."""
+    return with_scheme(url)[0]
+
+
+def with_scheme(url: str) -> tuple[str, str]:
+    """A pasted link with its scheme, and a note saying what was added ('' when nothing was):
+    'shop.example/p/1.jpg' → https://…, '//cdn…' → https:, a bare IP address or localhost
+    → http:// (as a browser's address bar does)."""
     url = url.strip()
     if url.startswith("//"):
-        return "https:" + url
-    if "://" not in url and BARE_HOST.match(url):
-        return "https://" + url
-    return url
+        added = "https:"
+    elif "://" in url:
+        added = ""
+    elif LOCAL_HOST.match(url):
+        added = "http://"
+    elif BARE_HOST.match(url):
+        added = "https://"
+    else:
+        added = ""
+    if not added:
+        return url, ""
+    scheme = added.rstrip(":/")
+    return added + url, f"The link had no http:// or https://, so {scheme}:// was added."
 
 
 def check_url(url: str) -> str:

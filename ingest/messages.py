@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -66,7 +67,20 @@ def http_error(status: int, reason: str = "") -> FetchError:
 def blocked_error(host: str, address: str) -> FetchError:
     who = "The link" if host.strip("[]") == address else f"The link's server {host}"
     return FetchError("blocked_address", f"{who} points to a private or internal network address "
-                      f"({address}), which is not allowed. Use a public link.")
+                      f"({address}), which is not allowed. Use a public link, or, for a trusted "
+                      "internal network, list it under download.allow_private_networks in the "
+                      f"config (e.g. [\"{example_network(address)}\"]).")
+
+
+def example_network(address: str) -> str:
+    """The /24 (IPv4) or /64 (IPv6) network of an address, as a config example."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return "10.0.0.0/8"
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def not_image_error(kind: str | None, from_page: bool) -> FetchError:

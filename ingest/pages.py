@@ -1,4 +1,5 @@
-"""Product page → product image links (og:image, twitter:image, JSON-LD, image_src)."""
+"""Product page → product image links (og:image, twitter:image, JSON-LD, image_src, and the
+page's largest <img> when it names none)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
@@ -14,6 +16,22 @@ log = logging.getLogger(__name__)
 META_PRIORITY = ("og:image", "og:image:url", "og:image:secure_url",
                  "twitter:image", "twitter:image:src")
 PRODUCT_TYPES = {"Product", "ProductGroup", "ProductModel", "IndividualProduct"}
+NOT_PRODUCT_WORDS = ("logo", "icon", "sprite", "avatar", "badge", "banner", "spinner",
+                     "placeholder", "pixel", "tracking", "payment", "flag", "social")
+MIN_PRODUCT_SIDE = 48  # pixels: smaller declared or fetched <img> are icons, not product shots
+
+
+@dataclass(frozen=True)
+class PageImage:
+    """An <img> of a page: absolute link and the size its width/height attributes declare."""
+
+    url: str
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def declared_area(self) -> int | None:
+        return self.width * self.height if self.width and self.height else None
 
 
 class ProductImageParser(HTMLParser):
@@ -25,6 +43,7 @@ class ProductImageParser(HTMLParser):
         self.jsonld: list[str] = []
         self.image_src: list[str] = []
         self.base: str | None = None
+        self.imgs: list[dict[str, str]] = []
         self._script: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -36,6 +55,8 @@ class ProductImageParser(HTMLParser):
         elif tag == "link" and "image_src" in values.get("rel", "").lower().split():
             if values.get("href"):
                 self.image_src.append(values["href"])
+        elif tag == "img":
+            self.imgs.append(values)
         elif tag == "base" and self.base is None and values.get("href"):
             self.base = values["href"]
         elif tag == "script" and values.get("type", "").split(";")[0].strip().lower() == (
@@ -99,21 +120,66 @@ def jsonld_images(blocks: list[str]) -> list[str]:
     return urls
 
 
-def product_image_urls(html: str, page_url: str) -> list[str]:
-    """Absolute http(s) product-image links of a page, best first: og:image,
-    og:image:secure_url, twitter:image, JSON-LD Product.image, link rel=image_src."""
+def _parse(html: str) -> ProductImageParser:
     parser = ProductImageParser()
     parser.feed(html)
     parser.close()
+    return parser
+
+
+def _absolute(parser: ProductImageParser, page_url: str, value: str) -> str | None:
+    base = urljoin(page_url, parser.base) if parser.base else page_url
+    url = urljoin(base, value.strip())
+    return url if urlsplit(url).scheme in ("http", "https") else None
+
+
+def product_image_urls(html: str, page_url: str) -> list[str]:
+    """Absolute http(s) product-image links of a page, best first: og:image,
+    og:image:secure_url, twitter:image, JSON-LD Product.image, link rel=image_src."""
+    parser = _parse(html)
     found = [parser.meta[key] for key in META_PRIORITY if key in parser.meta]
     found += jsonld_images(parser.jsonld) + parser.image_src
-    base = urljoin(page_url, parser.base) if parser.base else page_url
     urls: list[str] = []
     for value in found:
-        url = urljoin(base, value.strip())
-        if urlsplit(url).scheme in ("http", "https") and url not in urls:
+        url = _absolute(parser, page_url, value)
+        if url and url not in urls:
             urls.append(url)
     return urls
+
+
+def _pixels(value: str | None) -> int | None:
+    match = re.fullmatch(r"\s*(\d{1,5})(?:\.\d*)?\s*(?:px)?\s*", value or "")
+    return int(match.group(1)) if match else None
+
+
+def _looks_like_decoration(attrs: dict[str, str], url: str) -> bool:
+    """Logos, icons, sprites, badges…: by the link's path, alt text, class or id."""
+    text = " ".join([urlsplit(url).path, attrs.get("alt", ""), attrs.get("class", ""),
+                     attrs.get("id", "")]).lower()
+    return urlsplit(url).path.lower().endswith(".svg") or any(
+        word in text for word in NOT_PRODUCT_WORDS)
+
+
+def page_images(html: str, page_url: str) -> list[PageImage]:
+    """The page's <img> that may show the product, best first: those declaring a size
+    (width and height attributes) by area, largest first, then the others in page order.
+    Logos, icons, SVGs, data: links and images declared smaller than MIN_PRODUCT_SIDE are left
+    out."""
+    parser = _parse(html)
+    images: list[PageImage] = []
+    for attrs in parser.imgs:
+        source = attrs.get("src", "")
+        if not source or source.startswith("data:"):
+            source = attrs.get("data-src", "")
+        url = _absolute(parser, page_url, source) if source else None
+        if not url or url in {image.url for image in images}:
+            continue
+        image = PageImage(url, _pixels(attrs.get("width")), _pixels(attrs.get("height")))
+        declared = [side for side in (image.width, image.height) if side is not None]
+        if _looks_like_decoration(attrs, url) or (declared and min(declared) < MIN_PRODUCT_SIDE):
+            continue
+        images.append(image)
+    return sorted(images, key=lambda image: -(image.declared_area or 0))
 
 
 def decode_html(content: bytes, content_type: str) -> str:

@@ -97,6 +97,8 @@ def sample_images() -> dict[str, bytes]:
         "bomb.png": png_header_only(20_000, 20_000),
         "big.png": png_header_only(7_000, 7_000),
         "noisy.jpg": _noisy_jpeg(),
+        "product-large.jpg": make_test_image("green", (300, 400)),
+        "thumb.png": make_test_image("blue", (30, 30), fmt="PNG"),
     }
     if features.check("webp"):
         samples["animated.webp"] = _animated("WEBP")
@@ -142,7 +144,17 @@ def product_pages(base: str) -> dict[str, bytes]:
         "fallback": _page(og.format(f"{base}/404")
                           + f'<meta name="twitter:image" content="{base}/img/blue.png">'),
         "og-to-page": _page(og.format(f"{base}/page/og")),
-        "none": _page("", '<img src="/img/red.jpg"><p>No product image metadata.</p>'),
+        "none": _page("", '<img src="/img/cart-icon.png"><img src="/img/red.jpg" width="16" '
+                      'height="16"><p>No product image metadata.</p>'),
+        "img-declared": _page("", '<img src="/img/red.jpg" alt="Shop logo" width="600" '
+                              'height="200"><img src="/img/red.jpg" width="60" height="80">'
+                              '<img src="/img/product-large.jpg" width="300" height="400">'
+                              '<img src="/img/thumb.png">'),
+        "img-fetched": _page("", '<img class="site-icon" src="/img/noisy.jpg">'
+                             '<img src="/img/thumb.png"><img src="/img/red.jpg">'
+                             '<img src="/img/product-large.jpg"><img src="/img/blue.png">'),
+        "img-limits": _page("", f'<img src="{base}/huge?n=200000" width="900" height="1200">'
+                            '<img src="/img/red.jpg" width="60" height="80">'),
     }
 
 

@@ -61,15 +61,18 @@ def page(browser):
     return browser.new_page(viewport={"width": 1440, "height": 2100})
 
 
-def save_screenshot(page, tmp_path: Path) -> Path:
-    """A PNG in tmp_path, also copied to $SCREENSHOT_OUT (a .png path or a folder) when set."""
-    shot = tmp_path / "search.png"
-    page.screenshot(path=str(shot))
+def save_screenshot(page, tmp_path: Path, name: str = "search.png") -> Path:
+    """A PNG in tmp_path, also copied to $SCREENSHOT_OUT when set: to that path when it ends in
+    .png (the first screenshot only), else into that folder as `name`."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=name != "search.png")
     target = os.environ.get("SCREENSHOT_OUT")
     if target:
         destination = Path(target)
         if destination.suffix.lower() != ".png":
-            destination = destination / "screenshot.png"
+            destination = destination / ("screenshot.png" if name == "search.png" else name)
+        elif name != "search.png":
+            return shot
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, destination)
     return shot
@@ -100,6 +103,12 @@ def test_paste_a_link_and_see_results(app_url, catalog_images, demo_env, page, t
     assert parse_qs(urlsplit(page.url).query)["url"] == [link]  # a link to share
     shot = save_screenshot(page, tmp_path)
     assert shot.stat().st_size > 10_000
+
+
+def shortlist_count(page) -> int:
+    heading = page.get_by_role("heading", name=re.compile(r"^Shortlist \(\d+\)"))
+    heading.wait_for()
+    return int(re.search(r"\((\d+)\)", heading.inner_text()).group(1))
 
 
 def wait_for_results(page, k: int) -> None:
@@ -151,3 +160,63 @@ def test_model_and_index_load_at_server_start(demo_env, tmp_path):
             assert server.poll() is None, log.read_text()
             time.sleep(0.2)
         assert "search service ready" in log.read_text()
+
+
+def test_shortlist_survives_reload_and_restart_per_browser(app_url, demo_env, browser,
+                                                           tmp_path):
+    items = pd.read_csv(demo_env.config.paths.images_dataframe_path, dtype=str)
+    alice = browser.new_context(viewport={"width": 1440, "height": 1600})
+    page = alice.new_page()
+    page.set_default_timeout(START_TIMEOUT_S * 1000)
+    page.goto(f"{app_url}/?item={items['id'].iloc[3]}")
+    wait_for_results(page, demo_env.config.ann_index.k)
+    assert shortlist_count(page) == 0
+    for expected in (1, 2):
+        page.get_by_role("button", name="Add to shortlist").first.click()
+        page.get_by_role("heading", name=f"Shortlist ({expected})").wait_for()
+    page.reload()
+    wait_for_results(page, demo_env.config.ann_index.k)
+    assert shortlist_count(page) == 2  # a reload keeps it
+    bob = browser.new_context(viewport={"width": 1440, "height": 1600}).new_page()
+    bob.set_default_timeout(START_TIMEOUT_S * 1000)
+    bob.goto(app_url)
+    assert shortlist_count(bob) == 0  # another browser: another list
+    with running_app(demo_env.config_path, tmp_path / "restarted.log",
+                     START_TIMEOUT_S) as (restarted, _server):
+        page.goto(restarted)  # a new server process on the same config: a restart
+        assert shortlist_count(page) == 2
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_every_page_is_reachable_and_readable(app_url, demo_env, browser, tmp_path, width):
+    """At a desktop's and a phone's width: the navigation reaches Report and Explore; each page
+    renders without an error (screenshots to $SCREENSHOT_OUT when set)."""
+    items = pd.read_csv(demo_env.config.paths.images_dataframe_path, dtype=str)
+    page = browser.new_page(viewport={"width": width, "height": 900 if width < 800 else 1400})
+    page.set_default_timeout(START_TIMEOUT_S * 1000)
+    page.goto(f"{app_url}/?item={items['id'].iloc[11]}")
+    wait_for_results(page, demo_env.config.ann_index.k)
+    page.wait_for_function("() => [...document.images].every(i => i.complete)")
+    page.wait_for_timeout(1500)
+    save_screenshot(page, tmp_path, f"search-{width}.png")
+    for name, title in (("Report", "Index report"), ("Explore", "Catalog map")):
+        open_page(page, name)
+        page.get_by_role("heading", name=title).wait_for()
+        page.wait_for_timeout(1500)  # let the charts draw
+        assert page.locator('[data-testid="stException"]').count() == 0
+        save_screenshot(page, tmp_path, f"{name.lower()}-{width}.png")
+
+
+def open_page(page, name: str) -> None:
+    """Follow the navigation link `name` that is on screen (never the folded-away menu's)."""
+    width = page.viewport_size["width"]
+    links = page.get_by_role("link", name=name, exact=True)
+    links.first.wait_for()
+    for index in range(links.count()):
+        box = links.nth(index).bounding_box()
+        if links.nth(index).is_visible() and box and box["x"] >= 0 and box["x"] + box[
+                "width"] <= width:
+            links.nth(index).click()
+            return
+    pytest.fail(f"no {name!r} link on screen at {width} px")

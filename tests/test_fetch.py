@@ -10,7 +10,7 @@ from urllib3.connection import HTTPConnection
 import ingest.bulk as bulk
 from config.schema import DownloadConfig
 from ingest.bulk import download_catalog_images
-from ingest.download import normalize_pasted_url
+from ingest.download import normalize_pasted_url, with_scheme
 from ingest.guard import (
     AddressPolicy,
     BlockedAddressError,
@@ -20,7 +20,7 @@ from ingest.guard import (
 )
 from ingest.links import fetch_image
 from ingest.messages import FetchError
-from ingest.pages import product_image_urls
+from ingest.pages import page_images, product_image_urls
 from tests.fixtures_http import sample_images
 
 LOOPBACK = ["127.0.0.0/8"]
@@ -142,7 +142,31 @@ def test_normalizes_pasted_links():
     assert normalize_pasted_url("  www.shop.com/p/1  ") == "https://www.shop.com/p/1"
     assert normalize_pasted_url("//cdn.shop.com/a.jpg") == "https://cdn.shop.com/a.jpg"
     assert normalize_pasted_url("http://x.com/a") == "http://x.com/a"
-    assert normalize_pasted_url("localhost:8080/a") == "localhost:8080/a"
+    assert normalize_pasted_url("localhost:8080/a") == "http://localhost:8080/a"
+
+
+def test_missing_scheme_is_added_with_a_note(http_server):
+    assert with_scheme("shop.example/p/1.jpg") == (
+        "https://shop.example/p/1.jpg",
+        "The link had no http:// or https://, so https:// was added.")
+    assert with_scheme(" https://shop.example/p/1.jpg ") == ("https://shop.example/p/1.jpg", "")
+    assert with_scheme("not a link") == ("not a link", "")
+    bare = http_server.url("/img/red.jpg?case=bare").removeprefix("http://")
+    link, note = with_scheme(bare)
+    assert link == f"http://{bare}" and "http:// was added" in note
+    assert fetch_image(bare, settings()).image.size == (60, 80)
+
+
+def test_page_images_skip_logos_and_icons_and_rank_by_declared_size():
+    html = """<img src="/logo.png" width="800" height="300"><img src="/a.jpg">
+    <img src="/b.jpg" width="300px" height="400"><img src="/c.jpg" width="600" height="800">
+    <img src="/sprite.png"><img src="/d.jpg" alt="Payment icon" width="200" height="200">
+    <img src="data:image/gif;base64,R0lGOD" data-src="/e.jpg"><img src="/f.svg">
+    <img src="/pixel.gif" width="1" height="1"><img src="/g.jpg" width="20" height="20">"""
+    images = page_images(html, "https://shop.example/p/1")
+    assert [image.url.rsplit("/", 1)[-1] for image in images] == ["c.jpg", "b.jpg", "a.jpg",
+                                                                    "e.jpg"]
+    assert images[1].declared_area == 300 * 400
 
 
 # ---------------------------------------------------------------- SSRF guard
@@ -153,6 +177,8 @@ def test_loopback_is_blocked_by_default_before_any_request(http_server):
     assert error.code == "blocked_address"
     assert ("points to a private or internal network address (127.0.0.1), which is not allowed"
             in str(error))
+    assert 'list it under download.allow_private_networks in the config (e.g. ["127.0.0.0/24"])' \
+        in str(error)
     assert http_server.hits[path] == 0
     assert fetch_image(http_server.url(path), settings()).image.size == (60, 80)
 
@@ -251,6 +277,8 @@ def test_follows_redirects_up_to_the_limit(http_server):
     ("jsonld", "palette.png"), ("jsonld-object", "rgba.png"), ("jsonld-graph", "gray16.png"),
     ("image-src", "animated.gif"), ("relative", "blue.png"), ("base", "red.jpg"),
     ("priority", "red.jpg"), ("fallback", "blue.png"),
+    ("img-declared", "product-large.jpg"), ("img-fetched", "product-large.jpg"),
+    ("img-limits", "red.jpg"),
 ])
 def test_product_page_resolves_to_its_image(http_server, page, image):
     page_url = http_server.url(f"/page/{page}")

@@ -132,6 +132,7 @@ def test_private_address_is_refused_without_an_allow_list(demo_env, http_server,
     at = search_url(app_for(config, monkeypatch), http_server.url("/img/red.jpg?blocked"))
     assert not at.exception
     assert "private or internal network address (127.0.0.1)" in at.error[0].value
+    assert "download.allow_private_networks" in at.error[0].value  # how to allow a trusted one
     assert http_server.hits["/img/red.jpg?blocked"] == 0
     assert result_ids(at) == []
 
@@ -245,16 +246,24 @@ def test_shortlist_collects_results_for_download(demo_app, http_server):
 def test_shortlist_csv_has_the_columns_and_defuses_formulas():
     rows = [search.shortlist_row(
         {"id": "7", "name": "=HYPERLINK(\"http://x\")", "distance": 0.123456, "band": "similar",
-         "garment": "Tshirt", "colour": None, "image_path": "images/7.jpg",
-         "product_url": "https://shop.example/7"}, ["garment", "colour"], "upload a.jpg")]
+         "garment": "Tshirt", "colour": None, "image_path": "https://cdn.shop.example/7.jpg",
+         "image_file": "/srv/cache/ab12.jpg", "product_url": "https://shop.example/7"},
+        ["garment", "colour"], "upload a.jpg"),
+        search.shortlist_row({"id": "8", "name": "Local", "distance": 0.2, "band": "similar",
+                              "image_path": "images/8.jpg", "image_file": "/srv/data/images/8.jpg",
+                              "product_url": "javascript:alert(1)"}, ["garment", "colour"], "q")]
     table = pd.read_csv(io.BytesIO(search.shortlist_csv(rows, ["garment", "colour"])),
                         dtype=str, keep_default_na=False)
     assert list(table.columns) == ["id", "name", "distance", "band", "garment", "colour",
-                                   "image", "product_url", "query"]
-    row = table.iloc[0].to_dict()
+                                   "image_url", "product_url", "query"]
+    row, local = table.iloc[0].to_dict(), table.iloc[1].to_dict()
     assert row["name"].startswith("'=")
     assert row["distance"] == "0.1235" and row["colour"] == ""
-    assert row["image"] == "images/7.jpg" and row["product_url"] == "https://shop.example/7"
+    assert row["image_url"] == "https://cdn.shop.example/7.jpg"
+    assert row["product_url"] == "https://shop.example/7"
+    assert (local["id"], local["name"], local["image_url"], local["product_url"]) == (
+        "8", "Local", "", "")  # a server's file path or a script link is never exported
+    assert "/srv/" not in table.to_csv() and "images/8.jpg" not in table.to_csv()
 
 
 # ---------------------------------------------------------------- errors and other pages
@@ -350,7 +359,8 @@ def test_report_page_shows_the_manifest(demo_env, monkeypatch):
     assert manifest["model"]["checksum"][:12] in at.caption[0].value
     assert metrics["Index recall@10"] == f"{manifest['metrics']['recall_at_k']:.3f}"
     assert metrics["Search latency p50"].endswith(" ms")
-    assert at.selectbox(key="report_task").options == demo_env.config.task_columns
+    assert at.selectbox(key="report_task").options == [  # readable names of the task columns
+        display.column_title(c) for c in demo_env.config.task_columns]
 
 
 def test_explore_page_searches_with_the_picked_product(demo_env, monkeypatch):
