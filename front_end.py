@@ -21,7 +21,7 @@ from app.search_page import search_page
 from app.state import init_state
 from config import ConfigError
 from index_store.base import IndexStoreError
-from index_store.store import current_version
+from index_store.location import index_version
 from search import SearchService
 from util.files import file_sha256
 from vectorizer.checkpoint import CheckpointError
@@ -60,7 +60,7 @@ def load_service() -> tuple[SearchService, str]:
         config = cached_config(str(path), digest)
         st.set_page_config(page_title=config.ui.title, layout="wide",
                            page_icon=":material/image_search:")
-        version = current_version(Path(config.paths.ann_index_path))
+        version = index_version(config)
         service = cached_service(str(path), digest, version)
     except (ConfigError, CheckpointError, IndexStoreError) as error:
         stop_with(str(error))
