@@ -36,7 +36,7 @@ from index_store.base import Backend, exact_topk, filtered_query, unit_rows
 from index_store.evaluate import recall_at_k, recall_sweep, retrieval_metrics
 from index_store.exact import exact_knn
 from index_store.measure import cheapest, latency_summary, rows_matrix, timed_queries
-from index_store.milvus_backend import filter_expression
+from index_store.milvus_client import filter_expression
 
 SIMD = "nmslib-simd"
 LIBRARY_NAMES = tuple(LIBRARIES)

@@ -1,6 +1,7 @@
 """Milvus memory per million vectors, measured: a Milvus Lite server in its own process, one
-collection built through the product's milvus backend (vector + item columns, HNSW), and the
-server's RSS growth and data folder size per row, extrapolated to 1M rows.
+collection built through the product's milvus backend (vector + item columns, HNSW); then the
+server restarted and the collection loaded, as for serving: its RSS growth, and the HNSW index
+file and stored rows per row (what a Milvus query node holds), extrapolated to 1M rows.
 
     python bench/milvus_sizing.py --vectors V.npy [--items I.parquet] [--M 16 32] [--json]
     python bench/milvus_sizing.py --synthetic 50000 --dim 256 512
@@ -27,7 +28,7 @@ from common import clustered_vectors, markdown_table
 from config.schema import MilvusConfig
 from index_store.backends import make_backend
 from index_store.base import unit_rows
-from index_store.milvus_backend import client_for
+from index_store.milvus_client import client_for
 
 
 def free_port() -> int:
@@ -66,29 +67,37 @@ def start_server(data: Path) -> tuple[subprocess.Popen, str]:
 
 
 def measure(vectors: np.ndarray, items: pd.DataFrame, M: int) -> dict:
+    """Build through one server, then restart it and load the collection, as serving does."""
     with tempfile.TemporaryDirectory(prefix="milvus-sizing-") as tmp:
-        server, uri = start_server(Path(tmp) / "data")
+        data = Path(tmp) / "data"
+        server, uri = start_server(data)
         try:
             settings = MilvusConfig(uri=uri, collection_prefix=f"sizing_m{M}",
                                     consistency_level="Strong", insert_batch=2000)
-            time.sleep(1.0)
-            before = rss_of(server.pid)
             backend = make_backend("milvus", "cosinesimil",
                                    {"index_type": "HNSW", "M": M, "efConstruction": 100},
                                    {"ef": 64}, settings=settings)
             backend.build_catalog(vectors, items)
-            loaded = rss_of(server.pid)
-            disk = folder_bytes(Path(tmp) / "data")
         finally:
             server.terminate()
             server.wait(timeout=60)
+        server, uri = start_server(data)
+        try:
+            time.sleep(1.0)
+            before = rss_of(server.pid)
+            client_for(MilvusConfig(uri=uri)).load_collection(backend.collection)
+            loaded = rss_of(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        index = sum(p.stat().st_size for p in data.rglob("*.idx") if "_meta" not in str(p))
+        rows = sum(p.stat().st_size for p in data.rglob("*.parquet") if "_meta" not in str(p))
     n, dim = vectors.shape
-    per_row = (loaded - before) / n
     return {"n": n, "dim": dim, "M": M, "columns": len(items.columns),
-            "server_rss_growth_mb": (loaded - before) / 1e6, "bytes_per_row": per_row,
-            "gb_per_million": per_row * 1e6 / 1e9, "disk_bytes_per_row": disk / n,
-            "disk_gb_per_million": disk / n * 1e6 / 1e9,
-            "raw_vector_gb_per_million": dim * 4 * 1e6 / 1e9}
+            "lite_rss_mb": (loaded - before) / 1e6,
+            "lite_gb_per_million": (loaded - before) / n * 1e6 / 1e9,
+            "index_bytes_per_row": index / n, "links_bytes_per_row": index / n - 4 * dim,
+            "rows_bytes_per_row": rows / n}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(markdown_table(
-            ["data", "rows", "dim", "M", "item columns", "server RSS growth MB", "bytes/row",
-             "GB per 1M rows (RAM)", "GB per 1M rows (disk)", "raw vectors GB per 1M"],
-            [[r["data"], r["n"], r["dim"], r["M"], r["columns"], r["server_rss_growth_mb"],
-              r["bytes_per_row"], r["gb_per_million"], r["disk_gb_per_million"],
-              r["raw_vector_gb_per_million"]] for r in rows]))
+            ["data", "rows", "dim", "M", "item columns", "Lite server RSS after load MB",
+             "Lite GB per 1M rows", "HNSW index bytes/row", "of which links", "stored row "
+             "bytes/row (parquet)"],
+            [[r["data"], r["n"], r["dim"], r["M"], r["columns"], r["lite_rss_mb"],
+              r["lite_gb_per_million"], r["index_bytes_per_row"], r["links_bytes_per_row"],
+              r["rows_bytes_per_row"]] for r in rows]))
     return 0
 
 

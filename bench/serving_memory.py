@@ -30,7 +30,7 @@ def measure(config_path: Path) -> dict:
     config = load_config(config_path)
     import torch  # noqa: F401 - imported before the baseline: code is not the index
 
-    import index_store.milvus_backend as milvus
+    import index_store.milvus_client as milvus
 
     if config.backend == "milvus":
         milvus.pymilvus()

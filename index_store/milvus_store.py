@@ -38,12 +38,10 @@ from index_store.base import (
     as_query,
 )
 from index_store.fingerprint import check_fingerprint
-from index_store.map2d import project
-from index_store.milvus_backend import (
+from index_store.map2d import map_sample, project
+from index_store.milvus_backend import ROW, VECTOR, MilvusBackend
+from index_store.milvus_client import (
     ITEM_ID,
-    ROW,
-    VECTOR,
-    MilvusBackend,
     call,
     client_for,
     explain,
@@ -57,7 +55,6 @@ from index_store.store import (
     RESULT_COLUMNS,
     IndexStore,
     distinct_values,
-    map_sample,
 )
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from config.schema import MilvusConfig
 from index_store.base import IndexMissingError
 from index_store.exact import exact_knn
 from index_store.measure import cheapest, search_own_rows, sweep
-from index_store.milvus_backend import ROW, VECTOR, MilvusBackend, call
+from index_store.milvus_backend import ROW, VECTOR, MilvusBackend
+from index_store.milvus_client import call
 from index_store.milvus_store import current_collection
 from index_store.tune import Progress, _say, sample_queries, tie_aware_hits
 

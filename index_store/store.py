@@ -39,7 +39,7 @@ from index_store.base import (
     filtered_query_batch,
 )
 from index_store.fingerprint import check_fingerprint, plain
-from index_store.map2d import pca_2d, project
+from index_store.map2d import map_sample, pca_2d, project
 from util.files import atomic_write_text, fsync_path
 
 log = logging.getLogger(__name__)
@@ -388,15 +388,6 @@ def distinct_values(items: pd.DataFrame, columns: Sequence[str]) -> dict[str, li
             if len(values) <= FILTER_OPTIONS_MAX:
                 options[column] = values
     return options
-
-
-def map_sample(items: pd.DataFrame, map_xy: pd.DataFrame, max_points: int) -> pd.DataFrame:
-    """Items joined with their map coordinates, a seeded sample when there are too many."""
-    table = items.drop(columns=["map_x", "map_y"], errors="ignore")
-    frame = table.merge(map_xy[["id", "map_x", "map_y"]], on="id", how="inner")
-    if len(frame) > max_points:
-        frame = frame.sample(max_points, random_state=0).sort_index()
-    return frame.reset_index(drop=True)
 
 
 def _read_manifest(folder: Path) -> dict:

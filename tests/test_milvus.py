@@ -16,7 +16,7 @@ import pytest
 from config.schema import MilvusConfig
 from index_store import milvus_store
 from index_store.base import IndexMissingError, IndexStaleError
-from index_store.milvus_backend import MilvusError, filter_expression, quote
+from index_store.milvus_client import MilvusError, filter_expression, quote
 from index_store.milvus_store import META_SUFFIX, MilvusStore, current_version, prune, publish
 from index_store.store import IndexStore
 from tests.fixtures_demo import ROOT
@@ -291,3 +291,11 @@ def test_a_server_uri_builds_publishes_and_serves(lite_server):
     assert served.search(vectors[7], 5)["id"].tolist() == store.search(vectors[7], 5)["id"].tolist()
     assert served.search(vectors[7], 5, filters={"colour": ['say "hi"']})["colour"].eq(
         'say "hi"').all()
+
+
+def test_index_parameters_reach_milvus(published):
+    store, settings, _ = published
+    described = milvus_store.client_for(settings).describe_index(store.backend.collection,
+                                                                 "vector")
+    assert described["index_type"] == "HNSW" and described["metric_type"] == "COSINE"
+    assert described["params"] == {"M": 16, "efConstruction": 100}
