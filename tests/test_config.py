@@ -54,7 +54,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch)
     ({"ann_index.index_time.M": 0}, "ann_index.index_time.M: must be >= 2, got 0"),
     ({"ann_index.init_time.space": "cosine"},
      "ann_index.init_time.space: must be one of 'cosinesimil' or 'l2', got 'cosine'"),
-    ({"backend": "faiss"}, "backend: must be one of 'nmslib' or 'exact', got 'faiss'"),
+    ({"backend": "faiss"}, "backend: must be one of 'nmslib', 'exact' or 'milvus', got 'faiss'"),
     ({"model.batch_size": "big"}, "model.batch_size: Input should be a valid integer"),
     ({"model.input_size": 8}, "model.input_size: must be >= 16, got 8"),
     ({"paths.images_dataframe_path": DELETE},
