@@ -5,7 +5,9 @@ the files that count as its index size."""
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -201,6 +203,7 @@ def _milvus(threads: int) -> Backend:
     """The product's milvus backend on a Milvus Lite file of its own (the engine runs in the
     worker process, so RAM MB counts it)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-milvus-"))
+    atexit.register(shutil.rmtree, folder, True)  # after Milvus Lite's own exit handler
     settings = MilvusConfig(uri=str(folder / "bench.db"), collection_prefix="bench",
                             consistency_level="Strong", insert_batch=5000)
     backend = make_backend("milvus", SPACE, dict(HNSW, index_type="HNSW"), {"ef": 64},
