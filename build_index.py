@@ -24,7 +24,9 @@ from contracts import (
 )
 from index_store.base import IndexStoreError
 from index_store.evaluate import evaluate_index
-from index_store.store import IndexStore, current_version
+from index_store.location import index_version, new_backend, save_index
+from index_store.milvus_tune import tune_milvus
+from index_store.store import IndexStore
 from index_store.tune import tune_saved_index
 from ingest.catalog import CatalogError, load_catalog, localize_images
 from util.files import file_sha256
@@ -127,10 +129,7 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
     items_kept["image_file"] = [p for p, k in zip(paths, keep, strict=True) if k]
     vectors_kept = np.ascontiguousarray(vectors[keep])
     with timer.step("build index"):
-        store = IndexStore.build(vectors_kept, items_kept, backend=config.backend,
-                                 space=config.ann_index.init_time.space,
-                                 index_params=config.ann_index.index_time.model_dump(),
-                                 query_params=config.ann_index.query_time.model_dump(),
+        store = IndexStore.build(vectors_kept, items_kept, backend=new_backend(config),
                                  manifest={"fingerprint": index_fingerprint(config, encoder)})
     with timer.step("evaluate"):
         metrics = evaluate_index(
@@ -147,9 +146,11 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
     }
     with timer.step("save"):
         store.manifest.update(make_manifest(config, encoder, summary, timer.seconds))
-        version_dir = store.save(root)
-    summary.update(version=version_dir.name, step_seconds=timer.seconds,
-                   index_bytes=folder_size(version_dir), skipped_file=str(root / "skipped.csv"))
+        version = save_index(store, config)
+    version_dir = root / "versions" / version
+    summary.update(version=version, step_seconds=timer.seconds,
+                   index_bytes=folder_size(version_dir) if version_dir.is_dir() else 0,
+                   skipped_file=str(root / "skipped.csv"))
     return summary
 
 
@@ -178,6 +179,7 @@ def make_manifest(config: AppConfig, encoder: Encoder, summary: dict, seconds: d
         step_seconds=seconds,
         versions={"python": sys.version.split()[0], "torch": torch.__version__,
                   "nmslib": installed_version("nmslib"),
+                  "pymilvus": installed_version("pymilvus"),
                   "numpy": np.__version__, "pandas": pd.__version__},
     ).as_dict()
 
@@ -194,7 +196,7 @@ def dry_run(config: AppConfig) -> dict:
     return {"catalog": str(config.paths.images_dataframe_path), "items": len(items),
             "url_images": int(items["image_ref"].map(is_http_url).sum()),
             "model": str(model) + ("" if model.is_file() else " (missing: train it first)"),
-            "index_folder": str(root), "current_version": current_version(root),
+            "index_folder": str(root), "current_version": index_version(config),
             "backend": config.backend, "space": config.ann_index.init_time.space}
 
 
@@ -216,15 +218,23 @@ def print_summary(summary: dict) -> None:
 
 
 def run_tune(config: AppConfig, args: argparse.Namespace) -> int:
-    """--tune: grid-search HNSW settings on the built index's vectors, print table and YAML."""
+    """--tune: grid-search HNSW settings on the built index's vectors (milvus: sweep the
+    query-time ef on the published collection), print table and YAML."""
+    progress = None if args.quiet or args.json else lambda line: print(line, file=sys.stderr)
     ann = config.ann_index
+    if config.backend == "milvus":
+        report = tune_milvus(config.milvus, ann.init_time.space, target_recall=args.target_recall,
+                             k=ann.k, current_ef=config.milvus.ef,
+                             config_path=config.config_path, progress=progress)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
+        return 0
     report = tune_saved_index(
         Path(config.paths.ann_index_path), ann.init_time.space, target_recall=args.target_recall,
         quick=args.quick, k=ann.k, threads=ann.index_time.indexThreadQty,
         current={"M": ann.index_time.M, "efConstruction": ann.index_time.efConstruction,
                  "efSearch": ann.query_time.efSearch},
         config_path=config.config_path,
-        progress=None if args.quiet or args.json else lambda line: print(line, file=sys.stderr))
+        progress=progress)
     if config.backend != "nmslib":
         report.notes.append(f"Note: this config uses backend {config.backend!r}; the settings "
                             "apply once it says `backend: nmslib`.")

@@ -104,8 +104,15 @@ class IndexFingerprint(Record):
             backend=config.backend,
             space=config.ann_index.init_time.space,
             method=config.ann_index.init_time.method,
-            index_time=config.ann_index.index_time.model_dump(exclude={"indexThreadQty"}),
+            index_time=index_time_params(config),
         )
+
+
+def index_time_params(config: AppConfig) -> dict[str, Any]:
+    """The backend's settings that change the built index (build threads do not)."""
+    if config.backend == "milvus":
+        return {"index_type": config.milvus.index_type, **config.milvus.index_params}
+    return config.ann_index.index_time.model_dump(exclude={"indexThreadQty"})
 
 
 def index_fingerprint(config: AppConfig, model: Checkpoint) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from PIL import Image
 from config import AppConfig, ConfigError, load_config
 from contracts import IndexManifest, index_fingerprint
 from index_store.base import IndexStoreError
-from index_store.store import IndexStore
+from index_store.location import SearchableStore, load_index
 from ingest.links import FetchedImage, fetch_image
 from ingest.messages import FetchError
 from util.urls import is_http_url
@@ -38,21 +38,23 @@ class SearchResponse:
 class SearchService:
     """Model + index + item table, loaded once and shared; every method is thread-safe."""
 
-    def __init__(self, config: AppConfig, encoder: Encoder, store: IndexStore) -> None:
+    def __init__(self, config: AppConfig, encoder: Encoder, store: SearchableStore) -> None:
         self.config, self.encoder, self.store = config, encoder, store
 
     @classmethod
     def load(cls, config: AppConfig) -> SearchService:
         encoder = Encoder.from_config(config)
-        store = IndexStore.load(Path(config.paths.ann_index_path),
-                                expected=index_fingerprint(config, encoder),
-                                config_path=config.config_path)
-        store.set_query_params(efSearch=config.ann_index.query_time.efSearch)
-        return cls(config, encoder, store)
+        return cls(config, encoder, load_index(config, index_fingerprint(config, encoder)))
 
     @property
     def items(self) -> pd.DataFrame:
+        """The item table (milvus backend: a bounded sample; `size` counts the catalog)."""
         return self.store.items
+
+    @property
+    def size(self) -> int:
+        """Products in the index."""
+        return self.store.size
 
     @property
     def manifest(self) -> IndexManifest:
@@ -87,9 +89,8 @@ class SearchService:
 
     def search_item(self, item_id: str, k: int, filters: dict | None = None) -> SearchResponse:
         """More like this: the product's stored vector; the product itself is never returned."""
-        row = self.store.row_of(item_id)
-        item = self.items.iloc[row].to_dict()
-        results = self.store.search(self.store.vectors[row], k, filters=filters,
+        item = self.store.item(item_id)
+        results = self.store.search(self.store.vector_of(item_id), k, filters=filters,
                                     exclude_ids=[item_id])
         return self.respond(results, self.predict_file(item.get("image_file", "")), item)
 

@@ -8,10 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from app.display import thumbnail_bytes
+from index_store.store import MAP_MAX_POINTS
 from search import SearchResponse, SearchService
 from vectorizer.images import ImageError, open_image
-
-MAP_MAX_POINTS = 5000
 
 
 @st.cache_data(max_entries=32, ttl=3600, show_spinner=False)
@@ -52,19 +51,13 @@ def file_thumbnail(path: str, modified_ns: int, max_pixels: int) -> bytes | None
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def filter_options(_service: SearchService, service_key: str) -> dict[str, list[str]]:
-    items = _service.items
-    return {column: sorted(items[column].dropna().astype(str).unique())
-            for column in _service.config.ui.filter_fields if column in items}
+    return _service.store.filter_options(_service.config.ui.filter_fields)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def map_frame(_service: SearchService, service_key: str) -> pd.DataFrame:
     """Items with their 2-D map coordinates (a deterministic sample for large catalogs)."""
-    items = _service.items.drop(columns=["map_x", "map_y"], errors="ignore")
-    frame = items.merge(_service.store.map[["id", "map_x", "map_y"]], on="id", how="inner")
-    if len(frame) > MAP_MAX_POINTS:
-        frame = frame.sample(MAP_MAX_POINTS, random_state=0).sort_index()
-    return frame.reset_index(drop=True)
+    return _service.store.map_sample(MAP_MAX_POINTS)
 
 
 def item_thumbnail(service: SearchService, image_file: object) -> bytes | None:

@@ -19,7 +19,7 @@ def explore_page(service: SearchService, service_key: str) -> None:
     st.title("Catalog map")
     frame = map_frame(service, service_key)
     label_fields = [c for c in service.config.dataframe.label_fields if c in frame]
-    st.caption(f"Each point is a product ({len(frame):,} shown of {len(service.items):,}), "
+    st.caption(f"Each point is a product ({len(frame):,} shown of {service.size:,}), "
                "placed by visual similarity. Click a point to search with that product.")
     if frame.empty:
         st.info("This index has no map.")

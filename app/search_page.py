@@ -26,7 +26,7 @@ GALLERY_PER_ROW = 6
 def search_page(service: SearchService, service_key: str) -> None:
     sidebar(service, service_key)
     st.title(service.config.ui.title)
-    st.caption(f"Find visually similar products among {len(service.items):,} catalog items: "
+    st.caption(f"Find visually similar products among {service.size:,} catalog items: "
                "paste a link, upload a photo or pick an example.")
     query_inputs(service, service_key)
     query = st.session_state.get("query")

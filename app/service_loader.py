@@ -10,7 +10,7 @@ from pathlib import Path
 
 from config import AppConfig, ConfigError, load_config
 from index_store.base import IndexStoreError
-from index_store.store import current_version
+from index_store.location import index_version
 from search import SearchService
 from util.files import file_sha256
 from vectorizer.checkpoint import CheckpointError
@@ -80,7 +80,7 @@ class ServiceLoader:
         version of the same config keeps serving (a rebuild never blanks the app)."""
         try:
             config, digest = read_config(path)
-            version = current_version(Path(config.paths.ann_index_path))
+            version = index_version(config)
         except Exception as error:  # a config problem is a message, never a traceback
             log.warning("config %s: %s", path, error)
             return Answer(error=load_message(error))

@@ -1,4 +1,6 @@
-"""Index libraries compared on the same data: build, size, RAM, latency, QPS, recall@10, mAP@5."""
+"""Index libraries compared on the same data: build, size, RAM, latency, QPS, recall@10, mAP@5;
+and filtered search (a broad ~50 % and a selective ~1 % filter): nmslib's over-fetch strategy
+(`index_store.base.filtered_query`) against Milvus filtering inside the engine."""
 
 from __future__ import annotations
 
@@ -30,15 +32,20 @@ from common import (
 )
 from libraries import ANNOY_TREES, HNSW, LIBRARIES, SPACE
 
-from index_store.base import unit_rows
-from index_store.evaluate import recall_sweep, retrieval_metrics
+from index_store.base import Backend, exact_topk, filtered_query, unit_rows
+from index_store.evaluate import recall_at_k, recall_sweep, retrieval_metrics
 from index_store.exact import exact_knn
-from index_store.measure import cheapest
+from index_store.measure import cheapest, latency_summary, rows_matrix, timed_queries
+from index_store.milvus_client import filter_expression
 
 SIMD = "nmslib-simd"
 LIBRARY_NAMES = tuple(LIBRARIES)
 TARGETS = (0.90, 0.95, 0.99)
 MAP_K = 5
+BUCKETS = 100  # every row gets bucket row % 100: filters select whole buckets
+FILTERS = {"broad (~50 %)": [str(b) for b in range(50)], "selective (~1 %)": ["0"]}
+FILTERED = {"nmslib": {"efSearch": 40}, "milvus": {"ef": 64}}  # library: setting used
+FILTER_QUERIES = 200
 
 
 # the worker: one library on one dataset, in its own process (clean RSS, crashes contained) -----
@@ -56,17 +63,51 @@ def run_worker(args: argparse.Namespace) -> int:
     gc.collect()
     before = rss_bytes()
     with Timer() as build:
-        backend.build(base)
+        backend.build_catalog(base, bucket_items(len(base)))  # only milvus stores the items
     ram = rss_bytes() - before
     with tempfile.TemporaryDirectory(prefix="bench-idx-") as folder:
         backend.save(Path(folder))
-        size = library.index_bytes(Path(folder))
+        size = library.index_bytes(Path(getattr(backend, "lite_folder", folder)))
         sweep = recall_sweep(backend, library.settings(backend, args.k), queries, truth, args.k,
                              extra=None if labels is None else map_at_k(labels))
     result = {"library": library.name, "params": backend.index_params, "build_s": build.seconds,
               "index_bytes": size, "ram_bytes": ram, "sweep": sweep}
+    if args.worker in FILTERED:
+        backend.set_query_params(**FILTERED[args.worker])
+        result["filtered"] = filtered_search(backend, base, queries[:FILTER_QUERIES], args.k)
     Path(args.result).write_text(json.dumps(result))
     return 0
+
+
+def bucket_items(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"id": np.arange(n).astype(str),
+                         "bucket": (np.arange(n) % BUCKETS).astype(str)})
+
+
+def filtered_search(backend: Backend, base: np.ndarray, queries: np.ndarray, k: int
+                    ) -> list[dict]:
+    """Per filter: recall@k against the exact filtered top k, and single-query latency.
+
+    milvus: the filter as a boolean expression on the stored `bucket` field; the others: the
+    product's `filtered_query` over a row mask (exact scan when selective, else over-fetch)."""
+    buckets = np.arange(len(base)) % BUCKETS
+    rows = []
+    for name, values in FILTERS.items():
+        allowed = np.isin(buckets, [int(v) for v in values])
+        if backend.name == "milvus":
+            expression = filter_expression({"bucket": values}, backend.fields)
+            def search(q, e=expression):
+                return [h["row"] for h in backend.filtered_hits(q, k, e)]
+        else:
+            def search(q, a=allowed):
+                return filtered_query(backend, base, q, k, a).rows
+        found, seconds = timed_queries(search, queries)
+        truth = [exact_topk(base, q, k, SPACE, rows=np.flatnonzero(allowed)).rows
+                 for q in queries]
+        rows.append({"filter": name, "setting": FILTERED[backend.name],
+                     "recall": recall_at_k(rows_matrix(found, k), rows_matrix(truth, k)),
+                     **latency_summary(seconds)})
+    return rows
 
 
 def _read_labels(data: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -210,8 +251,20 @@ NOTES = """\
 - index MB: the library's saved file. nmslib's optimised HNSW file embeds the vectors; exact has
   no file (it scans the store's vectors.npy); faiss-flat, annoy and hnswlib files hold the vectors.
 - RAM MB: RSS growth while building, measured in a fresh process per library (data excluded).
+- milvus: the product's milvus backend on Milvus Lite (the engine in the worker process, faiss
+  HNSW inside), every query a gRPC round trip on loopback; RAM MB counts the engine, index MB is
+  the Lite folder. Against a Milvus server the round trip and the server's own speed apply.
 - faiss-ivfpq stores only PQ codes (about 8 dimensions per byte) and does not re-rank with the
   exact vectors, so quantisation error caps its recall whatever nprobe is."""
+
+
+def filtered_rows(dataset: dict) -> list[list]:
+    return [[lib["library"], row["filter"], _setting_text(row["setting"]), row["recall"],
+             row["p50_ms"], row["p99_ms"]]
+            for lib in dataset["libraries"] for row in lib.get("filtered", [])]
+
+
+FILTERED_HEADERS = ["library", "filter", "setting", "recall@10", "p50 ms", "p99 ms"]
 
 
 def render(result: dict) -> str:
@@ -222,6 +275,10 @@ def render(result: dict) -> str:
     for dataset in result["datasets"]:
         parts.append(f"### {dataset['dataset']} ({dataset['queries']} queries)\n\n"
                      + markdown_table(HEADERS, table_rows(dataset)))
+        if filtered_rows(dataset):
+            parts.append(f"Filtered search, {FILTER_QUERIES} queries (nmslib: over-fetch or "
+                         "exact scan of the allowed rows; milvus: the filter inside the "
+                         "engine):\n\n" + markdown_table(FILTERED_HEADERS, filtered_rows(dataset)))
     return "\n\n".join(parts)
 
 

@@ -5,13 +5,17 @@ the files that count as its index size."""
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from config.schema import MilvusConfig
 from index_store.backends import make_backend
 from index_store.base import Backend, Neighbors
 from index_store.tune import index_file_bytes
@@ -195,6 +199,19 @@ def _third_party(cls: type[BenchBackend]) -> Library:
     return Library(cls.name, make, cls.module)
 
 
+def _milvus(threads: int) -> Backend:
+    """The product's milvus backend on a Milvus Lite file of its own (the engine runs in the
+    worker process, so RAM MB counts it)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-milvus-"))
+    atexit.register(shutil.rmtree, folder, True)  # after Milvus Lite's own exit handler
+    settings = MilvusConfig(uri=str(folder / "bench.db"), collection_prefix="bench",
+                            consistency_level="Strong", insert_batch=5000)
+    backend = make_backend("milvus", SPACE, dict(HNSW, index_type="HNSW"), {"ef": 64},
+                           settings=settings)
+    backend.lite_folder = folder
+    return backend
+
+
 LIBRARIES: dict[str, Library] = {
     "nmslib": Library(  # the product's backend, distances and all
         "nmslib", lambda threads: make_backend("nmslib", SPACE,
@@ -203,5 +220,8 @@ LIBRARIES: dict[str, Library] = {
     "exact": Library(  # the product's exact backend: no index file, it scans vectors.npy
         "exact", lambda threads: make_backend("exact", SPACE), "",
         lambda backend, k: [{}], lambda folder: 0),
+    "milvus": Library(  # the product's milvus backend; size = the Milvus Lite folder
+        "milvus", _milvus, "pymilvus", lambda backend, k: [{"ef": ef} for ef in EF_SWEEP],
+        _folder_bytes),
     **{cls.name: _third_party(cls) for cls in (FaissFlat, FaissIvfPq, Annoy, Hnswlib)},
 }

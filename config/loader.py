@@ -59,6 +59,11 @@ def _resolve_paths(config: AppConfig, base: Path) -> None:
         value = getattr(config.paths, key)
         if not value.is_absolute():
             setattr(config.paths, key, (base / value).resolve())
+    uri = config.milvus.uri
+    if not uri:  # Milvus Lite beside the index folder's other files
+        config.milvus.uri = str(Path(config.paths.ann_index_path) / "milvus.db")
+    elif config.milvus.is_lite and not Path(uri).expanduser().is_absolute():
+        config.milvus.uri = str((base / Path(uri).expanduser()).resolve())
     weights = config.model.pretrained_weights
     if weights not in (None, "imagenet") and not Path(weights).is_absolute():
         config.model.pretrained_weights = str((base / weights).resolve())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RESERVED_LINK_PARAMS = ("url", "item", "k")  # the app's link parameters; filters use the column
 
@@ -100,6 +100,39 @@ class AnnIndexConfig(Section):
     k: int = Field(default=10, ge=1, le=1000)
 
 
+MILVUS_INDEX_TYPES = ("HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "DISKANN", "FLAT",
+                      "AUTOINDEX")
+
+
+class MilvusConfig(Section):
+    """The milvus backend: where the collections live, how they are indexed and searched."""
+
+    uri: str | None = None
+    token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    db_name: str = ""
+    collection_prefix: str = Field(default="vsearch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,150}$")
+    index_type: Literal[MILVUS_INDEX_TYPES] = "HNSW"  # type: ignore[valid-type]
+    index_params: dict[str, int | float | str] = Field(
+        default_factory=lambda: {"M": 16, "efConstruction": 100})
+    ef: int = Field(default=64, ge=1, le=32768)
+    nprobe: int = Field(default=16, ge=1, le=65536)
+    consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Bounded"
+    insert_batch: int = Field(default=2000, ge=1, le=100000)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("uri")
+    @classmethod
+    def _lite_file(cls, uri: str | None) -> str | None:
+        if uri and not uri.startswith(("http://", "https://")) and not uri.endswith(".db"):
+            raise ValueError(f"{uri!r} is neither a Milvus Lite file (a path ending in .db) "
+                             "nor a server (http(s)://host:port)")
+        return uri
+
+    @property
+    def is_lite(self) -> bool:
+        return not str(self.uri or "").startswith(("http://", "https://"))
+
+
 class DownloadConfig(Section):
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     read_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -152,8 +185,9 @@ class AppConfig(Section):
     dataframe: DataframeConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig
-    backend: Literal["nmslib", "exact"] = "nmslib"
+    backend: Literal["nmslib", "exact", "milvus"] = "nmslib"
     ann_index: AnnIndexConfig = Field(default_factory=AnnIndexConfig)
+    milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)

@@ -1,4 +1,4 @@
-"""Backend registry: config names (`backend: nmslib | exact`) to classes, and the factory."""
+"""Backend registry: config names (`backend: nmslib | exact | milvus`) to classes; factory."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import Any
 
 from index_store.base import Backend
 from index_store.exact import ExactBackend
+from index_store.milvus_backend import MilvusBackend
 from index_store.nmslib_hnsw import NmslibHnswBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     ExactBackend.name: ExactBackend,
     NmslibHnswBackend.name: NmslibHnswBackend,
+    MilvusBackend.name: MilvusBackend,
 }
 
 
@@ -25,6 +27,8 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def make_backend(name: str, space: str, index_params: Mapping[str, Any] | None = None,
-                 query_params: Mapping[str, Any] | None = None) -> Backend:
-    """An unbuilt backend; call `build(vectors)` (or use `IndexStore.build`)."""
-    return backend_class(name)(space, dict(index_params or {}), dict(query_params or {}))
+                 query_params: Mapping[str, Any] | None = None, **options: Any) -> Backend:
+    """An unbuilt backend; call `build(vectors)` (or use `IndexStore.build`). options: the
+    backend's own settings (milvus: `settings=MilvusConfig(...)`)."""
+    return backend_class(name)(space, dict(index_params or {}), dict(query_params or {}),
+                               **options)

@@ -235,6 +235,11 @@ class Backend(abc.ABC):
     def build(self, vectors: np.ndarray) -> None:
         """Index every row of vectors (float32 [n, dim]); row i is returned as i."""
 
+    def build_catalog(self, vectors: np.ndarray, items: Any) -> None:
+        """Index vectors with their row-aligned item table; a backend that stores the items
+        (Milvus) overrides this, the others only index the vectors."""
+        self.build(vectors)
+
     def set_query_params(self, **params: Any) -> None:
         """Change query-time settings (never part of the index fingerprint)."""
         self.query_params.update(self._checked("query", params, self.query_param_names))

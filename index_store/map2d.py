@@ -1,8 +1,9 @@
-"""The catalog map: a deterministic 2-D PCA projection of the vectors."""
+"""The catalog map: a deterministic 2-D PCA projection of the vectors, and its bounded sample."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 _PCA_CHUNK_ROWS = 16384
 
@@ -34,3 +35,12 @@ def project(vectors: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """Map coordinates [n, 2] of vectors under a projection from `pca_2d`."""
     matrix = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     return ((matrix - projection[0]) @ projection[1:].T).astype(np.float32)
+
+
+def map_sample(items: pd.DataFrame, map_xy: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """Items joined with their map coordinates, a seeded sample when there are too many."""
+    table = items.drop(columns=["map_x", "map_y"], errors="ignore")
+    frame = table.merge(map_xy[["id", "map_x", "map_y"]], on="id", how="inner")
+    if len(frame) > max_points:
+        frame = frame.sample(max_points, random_state=0).sort_index()
+    return frame.reset_index(drop=True)

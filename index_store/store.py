@@ -39,7 +39,7 @@ from index_store.base import (
     filtered_query_batch,
 )
 from index_store.fingerprint import check_fingerprint, plain
-from index_store.map2d import pca_2d, project
+from index_store.map2d import map_sample, pca_2d, project
 from util.files import atomic_write_text, fsync_path
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ MAP_FILE = "map.parquet"
 MAP_PCA_FILE = "map_pca.npy"
 MANIFEST_FILE = "manifest.json"
 RESULT_COLUMNS = ("id", "distance", "row")
+MAP_MAX_POINTS = 5000  # the catalog map shows at most this many products (a seeded sample)
+FILTER_OPTIONS_MAX = 2000  # a column with more distinct values is not offered as a filter
 
 
 def current_version(root: Path) -> str | None:
@@ -156,7 +158,7 @@ class IndexStore:
         if isinstance(backend, str):
             backend = make_backend(backend, space, index_params, query_params)
         started = time.perf_counter()
-        backend.build(matrix)
+        backend.build_catalog(matrix, table)
         log.info("built %s index over %d x %d vectors in %.1f s", backend.name, *matrix.shape,
                  time.perf_counter() - started)
         coords, projection = pca_2d(matrix)
@@ -283,6 +285,23 @@ class IndexStore:
         except KeyError:
             raise KeyError(f"unknown item id {item_id!r}") from None
 
+    def item(self, item_id: str) -> dict:
+        """One item's columns (and its row); KeyError if unknown."""
+        row = self.row_of(item_id)
+        return {**self.items.iloc[row].to_dict(), "row": row}
+
+    def vector_of(self, item_id: str) -> np.ndarray:
+        """The stored vector of an item; KeyError if unknown."""
+        return self.vectors[self.row_of(item_id)]
+
+    def filter_options(self, columns: Sequence[str]) -> dict[str, list[str]]:
+        """Sorted distinct values (as text) of each listed column that exists."""
+        return distinct_values(self.items, columns)
+
+    def map_sample(self, max_points: int = MAP_MAX_POINTS) -> pd.DataFrame:
+        """Items with their map coordinates; a seeded sample of max_points for large catalogs."""
+        return map_sample(self.items, self.map, max_points)
+
     def rows_of_ids(self, item_ids: Sequence[str] | None) -> np.ndarray:
         """Rows of every item whose id is listed (unknown ids are ignored)."""
         if not item_ids:
@@ -357,6 +376,18 @@ class IndexStore:
     def project_to_map(self, vectors: np.ndarray) -> np.ndarray:
         """Map coordinates [n, 2] for new vectors (e.g. a query image), same axes as `map`."""
         return project(vectors, self.map_projection)
+
+
+def distinct_values(items: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:
+    """Sorted distinct text values per column (columns with more than FILTER_OPTIONS_MAX left
+    out)."""
+    options = {}
+    for column in columns:
+        if column in items:
+            values = sorted(items[column].dropna().astype(str).unique())
+            if len(values) <= FILTER_OPTIONS_MAX:
+                options[column] = values
+    return options
 
 
 def _read_manifest(folder: Path) -> dict:

@@ -54,7 +54,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch)
     ({"ann_index.index_time.M": 0}, "ann_index.index_time.M: must be >= 2, got 0"),
     ({"ann_index.init_time.space": "cosine"},
      "ann_index.init_time.space: must be one of 'cosinesimil' or 'l2', got 'cosine'"),
-    ({"backend": "faiss"}, "backend: must be one of 'nmslib' or 'exact', got 'faiss'"),
+    ({"backend": "faiss"}, "backend: must be one of 'nmslib', 'exact' or 'milvus', got 'faiss'"),
     ({"model.batch_size": "big"}, "model.batch_size: Input should be a valid integer"),
     ({"model.input_size": 8}, "model.input_size: must be >= 16, got 8"),
     ({"paths.images_dataframe_path": DELETE},
@@ -94,3 +94,27 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "ann_index.index_time.M: must be >= 2, got 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_milvus_uri_defaults_beside_the_index_and_resolves_relative_paths(tmp_path):
+    config = load_config(write_config(tmp_path, {"backend": "milvus"}))
+    assert config.milvus.uri == str(Path(config.paths.ann_index_path) / "milvus.db")
+    assert config.milvus.is_lite
+    config = load_config(write_config(tmp_path, {"milvus.uri": "lite/index.db"}))
+    assert config.milvus.uri == str(tmp_path / "lite" / "index.db")
+    config = load_config(write_config(tmp_path, {"milvus.uri": "https://milvus.internal:19530"}))
+    assert config.milvus.uri == "https://milvus.internal:19530" and not config.milvus.is_lite
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"milvus.uri": "milvus.sqlite"}, "milvus.uri: 'milvus.sqlite' is neither a Milvus Lite "
+                                      "file (a path ending in .db)"),
+    ({"milvus.index_type": "HNSWX"}, "milvus.index_type: must be one of"),
+    ({"milvus.collection_prefix": "my-shop"}, "milvus.collection_prefix"),
+    ({"milvus.token_env": "MY TOKEN"}, "milvus.token_env"),
+    ({"milvus.ef": 0}, "milvus.ef: must be >= 1"),
+    ({"milvus.consistency_level": "Weak"}, "milvus.consistency_level: must be one of"),
+    ({"backend": "milvusx"}, "backend: must be one of"),
+])
+def test_milvus_errors_name_the_key(tmp_path, changes, expected):
+    assert expected in error_for(tmp_path, changes)

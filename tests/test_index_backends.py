@@ -1,4 +1,5 @@
-"""Backend contract, for both backends and both spaces: recall, distances, filters, save/load."""
+"""Backend contract, for every backend (nmslib, exact, milvus on Milvus Lite) and both spaces:
+recall, distances, filters, save/load."""
 
 import json
 import logging
@@ -6,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from config.schema import MilvusConfig
 from index_store import base
 from index_store import nmslib_hnsw as nmslib_module
 from index_store.backends import backend_class, make_backend
@@ -15,9 +17,10 @@ from index_store.measure import rows_matrix
 
 N, DIM, CLUSTERS = 3000, 32, 30
 INDEX_PARAMS = {"nmslib": {"M": 16, "efConstruction": 100, "indexThreadQty": 2, "post": 0},
-                "exact": {}}
-QUERY_PARAMS = {"nmslib": {"efSearch": 100}, "exact": {}}
-CASES = [(name, space) for name in ("exact", "nmslib") for space in ("cosinesimil", "l2")]
+                "exact": {}, "milvus": {"index_type": "HNSW", "M": 16, "efConstruction": 100}}
+QUERY_PARAMS = {"nmslib": {"efSearch": 100}, "exact": {}, "milvus": {"ef": 100}}
+CASES = [(name, space) for name in ("exact", "nmslib", "milvus")
+         for space in ("cosinesimil", "l2")]
 
 
 def clustered(space: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -39,11 +42,19 @@ def queries_for(vectors: np.ndarray, count: int = 60, seed: int = 1) -> np.ndarr
     return (picked + 0.05 * rng.standard_normal(picked.shape)).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def milvus_lite(tmp_path_factory) -> MilvusConfig:
+    """Milvus Lite (the real engine, embedded) in a file of its own."""
+    return MilvusConfig(uri=str(tmp_path_factory.mktemp("milvus") / "contract.db"),
+                        collection_prefix="contract", consistency_level="Strong")
+
+
 @pytest.fixture(scope="module", params=CASES, ids=[f"{b}-{s}" for b, s in CASES])
-def built(request):
+def built(request, milvus_lite):
     name, space = request.param
     vectors, labels = clustered(space)
-    backend = make_backend(name, space, INDEX_PARAMS[name], QUERY_PARAMS[name])
+    options = {"settings": milvus_lite} if name == "milvus" else {}
+    backend = make_backend(name, space, INDEX_PARAMS[name], QUERY_PARAMS[name], **options)
     backend.build(vectors)
     return backend, vectors, labels
 
@@ -157,6 +168,8 @@ def test_broad_filter_widens_when_the_neighbourhood_is_excluded(built, caplog):
 
 def test_overfetch_falls_back_to_exact_scan(built, caplog, monkeypatch):
     backend, vectors, labels = built
+    if backend.name == "milvus":
+        pytest.skip("Milvus filters inside the engine: no over-fetch to fall back from")
     monkeypatch.setattr(base, "MAX_FETCH_FRACTION", 0.005)  # widening stops at 15 rows
     allowed = labels != labels[11]
     with caplog.at_level(logging.DEBUG, logger="index_store.base"):
@@ -204,8 +217,8 @@ def test_filtered_batch_matches_single(built):
 
 
 def test_unknown_backend_and_params():
-    with pytest.raises(ValueError, match="allowed: exact, nmslib"):
-        make_backend("milvus", "l2", {}, {})
+    with pytest.raises(ValueError, match="allowed: exact, milvus, nmslib"):
+        make_backend("annoy", "l2", {}, {})
     with pytest.raises(ValueError, match="efConstructon"):
         make_backend("nmslib", "l2", {"efConstructon": 10}, {})
     with pytest.raises(ValueError, match="space"):

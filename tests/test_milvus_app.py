@@ -1,0 +1,105 @@
+"""`backend: milvus` end to end on the session's demo model: build_index.py, search.py (CLI and
+bulk), --tune and the app's pages, against Milvus Lite's server in its own process (a real
+http:// uri: the build job writes, the app and the CLI read)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import front_end
+from build_index import build
+from config import load_config
+from index_store.location import index_version
+from index_store.milvus_store import MilvusStore
+from ingest.synthetic import generate_catalog
+from search import SearchService
+from tests.fixtures_demo import write_demo_config
+from tests.test_build_index import run_cli
+from tests.test_front_end import assert_clean, on_page, result_ids, use_config
+from tests.test_milvus import lite_server  # noqa: F401 - the fixture
+
+COUNT = 48
+
+
+@pytest.fixture(scope="module")
+def milvus_demo(tmp_path_factory, demo_env, lite_server):  # noqa: F811
+    folder = tmp_path_factory.mktemp("milvus_demo")
+    config_path = write_demo_config(
+        folder, backend="milvus", milvus__uri=lite_server, milvus__collection_prefix="demo",
+        milvus__consistency_level="Strong",
+        paths__trained_model_path=str(demo_env.config.paths.trained_model_path))
+    config = load_config(config_path)
+    generate_catalog(Path(config.paths.images_dataframe_path), COUNT, seed=5)
+    summary = build(config, quiet=True)
+    return config, summary
+
+
+def test_build_publishes_evaluated_version(milvus_demo):
+    config, summary = milvus_demo
+    assert summary["items_indexed"] == COUNT
+    assert summary["version"] == index_version(config)
+    assert summary["metrics"]["recall_at_k"] >= 0.95
+    assert not (Path(config.paths.ann_index_path) / "versions").exists()
+
+
+def test_search_service_holds_no_vectors_and_finds_items(milvus_demo):
+    config, _ = milvus_demo
+    service = SearchService.load(config)
+    assert isinstance(service.store, MilvusStore) and service.size == COUNT
+    catalog = pd.read_csv(config.paths.images_dataframe_path, dtype=str).set_index("id")
+    item_id = catalog.index[2]
+    colour = catalog.loc[item_id, "colour"]
+    response = service.search_item(item_id, 5, filters={"colour": [colour]})
+    assert item_id not in response.results["id"].tolist()
+    assert (response.results["colour"] == colour).all()
+    assert len(response.results) == min(5, int((catalog["colour"] == colour).sum()) - 1)
+    assert response.same_product["name"] == catalog.loc[item_id, "name"]
+    assert set(service.store.filter_options(["colour"])["colour"]) == set(catalog["colour"])
+
+
+def test_search_cli_and_tune_read_the_published_index(milvus_demo, tmp_path):
+    config, _ = milvus_demo
+    image = sorted(Path(config.paths.images_dataframe_path).parent.glob("images/*.jpg"))[3]
+    result = run_cli("search.py", "--config", str(config.config_path), "--k", "3", "--json",
+                     str(image))
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["results"]) == 3
+    result = run_cli("build_index.py", "--config", str(config.config_path), "--tune", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["current_ef"] == config.milvus.ef and report["rows"]
+    assert report["config_lines"].startswith("milvus:\n  ef: ")
+
+
+def test_app_pages_work_on_milvus(milvus_demo, monkeypatch):
+    config, _ = milvus_demo
+    use_config(config.config_path, monkeypatch)
+    catalog = pd.read_csv(config.paths.images_dataframe_path, dtype=str)
+    explore = AppTest.from_function(on_page, kwargs={"name": "explore"}, default_timeout=60)
+    explore.session_state["explore_item"] = catalog["id"][4]
+    explore.run()
+    assert_clean(explore)
+    ids = result_ids(explore, "x")
+    assert len(ids) == config.ann_index.k and catalog["id"][4] not in ids
+    assert f"shown of {COUNT:,}" in explore.caption[0].value
+    report = AppTest.from_function(on_page, kwargs={"name": "report"}, default_timeout=60).run()
+    assert_clean(report)
+    assert {m.label: m.value for m in report.metric}["Indexed"] == str(COUNT)
+
+
+def test_unreachable_milvus_is_one_message_in_the_app(tmp_path, demo_env, monkeypatch):
+    from tests.test_milvus import free_port
+
+    config_path = write_demo_config(
+        tmp_path, backend="milvus", milvus__uri=f"http://127.0.0.1:{free_port()}",
+        milvus__timeout_s=2,
+        paths__trained_model_path=str(demo_env.config.paths.trained_model_path))
+    monkeypatch.setenv(front_end.CONFIG_ENV, str(config_path))
+    at = AppTest.from_file(str(Path(front_end.__file__)), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "milvus.uri: cannot" in at.error[0].value
