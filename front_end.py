@@ -16,6 +16,7 @@ import streamlit as st
 from app.cache import cached_config, cached_service
 from app.display import md
 from app.explore_page import explore_page
+from app.list_page import list_page
 from app.report_page import report_page
 from app.search_page import search_page
 from app.state import init_state
@@ -79,7 +80,8 @@ def stop_with(message: str) -> NoReturn:
 
 PAGES = {"search": ("Search", ":material/image_search:", search_page),
          "report": ("Report", ":material/analytics:", report_page),
-         "explore": ("Explore", ":material/scatter_plot:", explore_page)}
+         "explore": ("Explore", ":material/scatter_plot:", explore_page),
+         "list": ("Match a list", ":material/checklist:", list_page)}
 
 
 def main(default_page: str = "search") -> None:

@@ -6,7 +6,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from app.confidence import bands_section
 from app.display import md
+from app.judging import judgments_section
 from contracts import IndexManifest
 from search import SearchService
 
@@ -22,7 +24,16 @@ def report_page(service: SearchService, service_key: str) -> None:
     tasks = metrics.tasks
     if not tasks:
         st.info("This index has no evaluation metrics (rebuild it with build_index.py).")
-        return
+    else:
+        quality_charts(manifest)
+    bands_section(manifest)
+    judgments_section(service)
+    skipped_reasons(manifest.counts.skipped_reasons)
+
+
+def quality_charts(manifest: IndexManifest) -> None:
+    metrics = manifest.metrics
+    tasks = metrics.tasks
     k = metrics.k or "k"
     st.subheader(f"Retrieval quality: mAP@{k} per attribute")
     st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
@@ -40,7 +51,6 @@ def report_page(service: SearchService, service_key: str) -> None:
         st.caption("No per-class figures for this attribute.")
     else:
         st.altair_chart(bar_chart(per_class, "class", k), width="stretch")
-    skipped_reasons(manifest.counts.skipped_reasons)
 
 
 def report_numbers(manifest: IndexManifest) -> None:

@@ -19,10 +19,13 @@ def init_state() -> None:
         st.session_state["query"] = {"kind": "url", "value": params["url"]}
     elif params.get("item"):
         st.session_state["query"] = {"kind": "item", "value": params["item"]}
+    if params.get("crop") and st.session_state.get("query"):
+        st.session_state["query"]["crop"] = params["crop"]
 
 
 def set_query_params(**params: str) -> None:
-    for name in ("url", "item"):
+    """The shareable link of the active query (a new query drops the old crop)."""
+    for name in ("url", "item", "crop"):
         if params.get(name):
             st.query_params[name] = params[name]
         elif name in st.query_params:
@@ -64,6 +67,11 @@ def toggle_shortlist(row: dict) -> None:
         del shortlist[row["id"]]
     else:
         shortlist[row["id"]] = row
+
+
+def current_colour(service: SearchService) -> str:
+    """The sidebar's colour mode (the config's default before the sidebar is drawn)."""
+    return st.session_state.get("colour_mode") or service.config.colour.default
 
 
 def current_controls(service: SearchService) -> tuple[int, dict[str, list[str]]]:

@@ -9,12 +9,16 @@ import pandas as pd
 import streamlit as st
 
 from app.cache import filter_options, item_thumbnail, search_item
+from app.confidence import no_match_notice
 from app.display import filters_key, label_line, md, predicted_line, safe_link, top_classes
-from app.state import current_controls, toggle_shortlist
+from app.judging import judge_buttons, judge_context, judgment_notice
+from app.state import current_colour, current_controls, toggle_shortlist
+from colour_match import MODES
 from search import SearchResponse, SearchService, shortlist_csv, shortlist_row
 
 RESULTS_PER_ROW = 5
-BAND_COLORS = {"near-duplicate": "green", "similar": "blue", "loosely similar": "gray"}
+BAND_COLORS = {"near-duplicate": "green", "similar": "blue", "loosely similar": "gray",
+               "unlikely match": "orange"}
 
 
 class Found(NamedTuple):
@@ -26,6 +30,8 @@ class Found(NamedTuple):
     about: str           # what the query was, kept with shortlisted results
     item_query: bool     # searched with a catalog product (the product is shown, not announced)
     note: str = ""       # e.g. where on a product page the image was found (Markdown-escaped)
+    judge: dict | None = None  # what a thumbs up / down records about the query
+    can_crop: bool = False     # the query is an image that the crop tool can box
 
 
 def sidebar(service: SearchService, service_key: str) -> None:
@@ -41,6 +47,11 @@ def sidebar(service: SearchService, service_key: str) -> None:
                 st.multiselect(column.replace("_", " ").capitalize(), values,
                                key=f"filter_{column}", placeholder="Any",
                                persist_state="session")
+        if config.colour.column:
+            st.radio("Colour", list(MODES), format_func=MODES.get, key="colour_mode",
+                     index=list(MODES).index(config.colour.default), horizontal=True,
+                     help="Any colour: shape and style only as the model sees them; similar / "
+                          "same colour: products of the query's colour move up.")
         st.divider()
         shortlist_panel(config.dataframe.label_fields)
 
@@ -64,14 +75,17 @@ def run_item_query(service: SearchService, service_key: str, item_id: str, k: in
                    filters: dict) -> Found | None:
     try:
         with st.spinner("Searching…"):
-            response = search_item(service, service_key, item_id, k, filters_key(filters))
+            response = search_item(service, service_key, item_id, k, filters_key(filters),
+                                   colour=current_colour(service))
     except KeyError:
         st.warning(f"Product {md(item_id)} is not in the catalog (any more). "
                    "Pick another product or paste a link.")
         return None
     item = response.same_product or {}
     return Found(response, item_thumbnail(service, item.get("image_file")),
-                 "Products like this one", f"like product {item_id}", True)
+                 "Products like this one", f"like product {item_id}", True,
+                 judge=judge_context("item", item_id, filters=filters,
+                                     colour=current_colour(service)))
 
 
 def show_query(found: Found) -> None:
@@ -108,17 +122,20 @@ def show_results(service: SearchService, found: Found, filters: dict,
     if results.empty:
         st.info("No product matches these filters. Clear some filters in the sidebar.")
         return
+    no_match_notice(service, response, found.can_crop, prefix)
+    judgment_notice()
     top = top_classes(response.predicted)
     records = results.to_dict("records")
     for start in range(0, len(records), RESULTS_PER_ROW):
         for cell, item in zip(st.columns(RESULTS_PER_ROW),
                               records[start:start + RESULTS_PER_ROW], strict=False):
             with cell:
-                result_card(service, item, top, on_more, prefix, found.about)
+                result_card(service, item, top, on_more, prefix, found.about, found.judge)
 
 
 def result_card(service: SearchService, item: dict, top: dict[str, str],
-                on_more: Callable[[str], None], prefix: str, query: str) -> None:
+                on_more: Callable[[str], None], prefix: str, query: str,
+                judge: dict | None = None) -> None:
     label_fields = service.config.dataframe.label_fields
     item_id = str(item["id"])
     with st.container(border=True):
@@ -141,6 +158,8 @@ def result_card(service: SearchService, item: dict, top: dict[str, str],
                   type="tertiary" if listed else "secondary",
                   on_click=toggle_shortlist,
                   args=(shortlist_row(item, label_fields, query),))
+        if judge is not None:
+            judge_buttons(service, item, judge, prefix)
 
 
 def show_thumbnail(thumbnail: bytes | None, alt: str) -> None:
