@@ -193,7 +193,8 @@ def response_json(response: SearchResponse, label_fields: list[str]) -> dict:
                         for row in rows],
             "predicted": {task: [[label, round(p, 4)] for label, p in top]
                           for task, top in response.predicted.items()},
-            "same_product": response.same_product and response.same_product.get("id")}
+            "same_product": response.same_product and response.same_product.get("id"),
+            "no_confident_match": response.no_match}
 
 
 def is_missing(value: object) -> bool:

@@ -33,6 +33,8 @@ def evaluate_modes(service: SearchService, modes: list[str], tasks: list[str], k
     for mode in modes:
         found = np.full((len(rows), k), -1, np.int64)
         for position, row in enumerate(rows):
+            if position and position % 100 == 0:
+                print(f"  {mode}: {position} of {len(rows)} queries", file=sys.stderr, flush=True)
             results = service.search_item(str(items["id"].iloc[row]), k, colour=mode).results
             found[position, :len(results)] = results["row"].to_numpy()[:k]
         metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
