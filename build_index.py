@@ -19,6 +19,7 @@ from contracts import (
     BuildCounts,
     IndexManifest,
     IndexMetrics,
+    JudgmentScores,
     ModelSummary,
     index_fingerprint,
 )
@@ -29,6 +30,8 @@ from index_store.milvus_tune import tune_milvus
 from index_store.store import IndexStore
 from index_store.tune import tune_saved_index
 from ingest.catalog import CatalogError, load_catalog, localize_images
+from judgments.replay import rescore_judgments
+from search import SearchService
 from util.files import file_sha256
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
@@ -136,13 +139,15 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
             store, tasks=config.task_columns, k=config.evaluation.k,
             recall_k=max(config.ann_index.k, 10), test_ids=encoder.checkpoint.test_ids,
             split=encoder.checkpoint.split_strategy, max_queries=config.evaluation.max_queries,
-            seed=config.evaluation.seed)
+            seed=config.evaluation.seed, calibration=calibration(config))
+    with timer.step("re-score judgments"):
+        judged = rescore_judgments(SearchService(config, encoder, store), config.evaluation.k)
     summary = {
         "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
         "items_skipped": len(skipped),
         "skipped_reasons": skipped["reason"].value_counts().to_dict(),
         "vectors_computed": computed, "vectors_from_cache": int(keep.sum()) - computed,
-        "metrics": metrics,
+        "metrics": metrics, "judgments": judged,
     }
     with timer.step("save"):
         store.manifest.update(make_manifest(config, encoder, summary, timer.seconds))
@@ -152,6 +157,14 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
                    index_bytes=folder_size(version_dir) if version_dir.is_dir() else 0,
                    skipped_file=str(root / "skipped.csv"))
     return summary
+
+
+def calibration(config: AppConfig) -> dict | None:
+    """What `evaluate_index` calibrates the distance bands on (None: no type column)."""
+    column = config.calibration_column
+    if column is None:
+        return None
+    return dict(config.evaluation.calibration.model_dump(), column=column)
 
 
 def installed_version(package: str) -> str | None:
@@ -174,8 +187,10 @@ def make_manifest(config: AppConfig, encoder: Encoder, summary: dict, seconds: d
         model=ModelSummary(backbone=checkpoint.backbone, checksum=encoder.checksum,
                            tasks={t: len(c) for t, c in checkpoint.tasks.items()},
                            val=checkpoint.metrics.get("val", {}), precision=encoder.precision),
-        counts=BuildCounts(**{k: v for k, v in summary.items() if k != "metrics"}),
+        counts=BuildCounts(**{k: v for k, v in summary.items()
+                              if k not in ("metrics", "judgments")}),
         metrics=IndexMetrics.model_validate(summary["metrics"]),
+        judgments=summary["judgments"] and JudgmentScores.model_validate(summary["judgments"]),
         step_seconds=seconds,
         versions={"python": sys.version.split()[0], "torch": torch.__version__,
                   "nmslib": installed_version("nmslib"),
@@ -215,6 +230,16 @@ def print_summary(summary: dict) -> None:
         print(f"  recall@{metrics['recall_k']} vs exact {metrics['recall_at_k']:.4f}; search p50 "
               f"{metrics['latency']['p50_ms']:.3f} ms, p99 {metrics['latency']['p99_ms']:.3f} ms "
               f"({metrics['queries']} queries: {metrics['query_source']})")
+    bands = metrics.get("bands")
+    if bands:
+        print(f"  bands ({bands['column']}): best match of the query's type in "
+              f">= {bands['confident_share']:.0%} up to distance {bands['confident']:.3f}; "
+              f"'no confident match' beyond {bands['no_match']:.3f} ({bands['no_match_basis']})")
+    judged = summary.get("judgments")
+    if judged:
+        share = "n/a" if judged["share"] is None else f"{judged['share']:.3f}"
+        print(f"  judgments: {judged['retained']} of {judged['asked']} approved matches still in "
+              f"the top {judged['k']} ({share}); {judged['unanswerable']} could not be asked again")
 
 
 def run_tune(config: AppConfig, args: argparse.Namespace) -> int:

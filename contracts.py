@@ -144,6 +144,34 @@ class TaskScores(ClassScores):
     per_class: dict[str, ClassScores] = Field(default_factory=dict)
 
 
+class CalibratedBands(Record):
+    """Distance bands from the build's held-out queries (see `index_store.bands`)."""
+
+    column: str = ""
+    queries: int = 0
+    top1_share: float | None = None       # best match of the query's type, all queries
+    confident: float = 0.0                # up to here: the type right in >= confident_share
+    confident_share: float = 0.9
+    confident_queries: int = 0
+    confident_share_seen: float | None = None
+    no_match: float = 0.0                 # beyond here: "no confident match in this catalog"
+    no_match_share: float = 0.5
+    no_match_basis: str = ""              # "share", or "percentile 99" when never below it
+    no_match_queries: int | None = None
+    no_match_share_seen: float | None = None
+
+
+class JudgmentScores(Record):
+    """The stored judgments re-scored against this index (see `judgments.scores.rescore`)."""
+
+    k: int = 0
+    approved: int = 0        # (query, result) pairs whose latest verdict is a thumbs up
+    asked: int = 0           # of those, the ones whose query could be asked again
+    retained: int = 0        # ... whose approved result is still in this index's top k
+    share: float | None = None
+    unanswerable: int = 0
+
+
 class IndexMetrics(Record):
     """The build's evaluation (see `index_store.evaluate.evaluate_index`)."""
 
@@ -155,6 +183,7 @@ class IndexMetrics(Record):
     recall_k: int | None = None
     recall_at_k: float | None = None
     latency: Latency = Field(default_factory=Latency)
+    bands: CalibratedBands | None = None
 
 
 class BuildCounts(Record):
@@ -181,6 +210,7 @@ class IndexManifest(Record):
     counts: BuildCounts = Field(default_factory=BuildCounts)
     metrics: IndexMetrics = Field(default_factory=IndexMetrics)
     step_seconds: dict[str, float] = Field(default_factory=dict)
+    judgments: JudgmentScores | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
 
     @property

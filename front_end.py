@@ -75,12 +75,14 @@ def pages() -> dict[str, tuple[str, str, Callable[[SearchService, str], None]]]:
     at server start Streamlit imports this file before its runtime exists, and their caches must
     be created inside it."""
     from app.explore_page import explore_page
+    from app.list_page import list_page
     from app.report_page import report_page
     from app.search_page import search_page
 
     return {"search": ("Search", ":material/image_search:", search_page),
             "report": ("Report", ":material/analytics:", report_page),
-            "explore": ("Explore", ":material/scatter_plot:", explore_page)}
+            "explore": ("Explore", ":material/scatter_plot:", explore_page),
+            "list": ("Match a list", ":material/checklist:", list_page)}
 
 
 def main(default_page: str = "search") -> None:

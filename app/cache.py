@@ -9,6 +9,7 @@ import streamlit as st
 
 from app.display import thumbnail_bytes
 from index_store.store import MAP_MAX_POINTS
+from query_crop import parse_crop
 from search import SearchResponse, SearchService
 from vectorizer.images import ImageError, open_image
 
@@ -22,15 +23,18 @@ def fetch_url(url: str, download_settings: str, _service: SearchService) -> tupl
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def search_content(_service: SearchService, service_key: str, digest: str, _content: bytes,
-                   k: int, filters: tuple) -> SearchResponse:
+                   k: int, filters: tuple, colour: str | None = None,
+                   crop: str = "") -> SearchResponse:
+    """`crop`: 'x,y,w,h' or ''; CropError when it does not fit the image."""
     image = open_image(_content, _service.config.download.max_pixels)
-    return _service.search_image(image, k, {c: list(v) for c, v in filters} or None)
+    return _service.search_image(image, k, {c: list(v) for c, v in filters} or None, colour,
+                                 parse_crop(crop) if crop else None)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def search_item(_service: SearchService, service_key: str, item_id: str, k: int,
-                filters: tuple) -> SearchResponse:
-    return _service.search_item(item_id, k, {c: list(v) for c, v in filters} or None)
+                filters: tuple, colour: str | None = None) -> SearchResponse:
+    return _service.search_item(item_id, k, {c: list(v) for c, v in filters} or None, colour)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

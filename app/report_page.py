@@ -7,7 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from app.charts import per_class_table
+from app.confidence import bands_section
 from app.display import column_title, md
+from app.judging import judgments_section
 from contracts import IndexManifest
 from search import SearchService
 
@@ -23,7 +25,16 @@ def report_page(service: SearchService, service_key: str) -> None:
     tasks = metrics.tasks
     if not tasks:
         st.info("This index has no evaluation metrics (rebuild it with build_index.py).")
-        return
+    else:
+        quality_charts(service, manifest)
+    bands_section(manifest)
+    judgments_section(service)
+    skipped_reasons(manifest.counts.skipped_reasons)
+
+
+def quality_charts(service: SearchService, manifest: IndexManifest) -> None:
+    metrics = manifest.metrics
+    tasks = metrics.tasks
     k = metrics.k or "k"
     st.subheader(f"Retrieval quality: mAP@{k} per attribute")
     st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
@@ -50,7 +61,6 @@ def report_page(service: SearchService, service_key: str) -> None:
         if unscored:
             st.caption(f"No test queries, so not scored ({len(unscored)}): "
                        + ", ".join(md(name) for name in unscored) + ".")
-    skipped_reasons(manifest.counts.skipped_reasons)
 
 
 def report_numbers(manifest: IndexManifest) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from app.cache import content_thumbnail, fetch_url, item_thumbnail, search_content
+from app.crop import crop_tool, cropped_thumbnail
 from app.display import filters_key, gallery_rows, md
-from app.state import search_with_item, share_link, submit_upload, submit_url
+from app.judging import judge_context
+from app.state import current_colour, search_with_item, share_link, submit_upload, submit_url
 from app.widgets import (
     Found,
     answer,
@@ -15,6 +19,7 @@ from app.widgets import (
     sidebar,
 )
 from ingest.messages import FetchError
+from query_crop import CropError
 from search import SearchService
 from util.files import sha256_of
 from vectorizer.images import ImageError
@@ -89,24 +94,53 @@ def run_query(service: SearchService, service_key: str, query: dict, k: int,
     if query.get("error"):
         st.error(query["error"], icon=":material/error:")
         return None
+    crop = query.get("crop", "")
     if query["kind"] == "item":
-        return run_item_query(service, service_key, query["value"], k, filters)
-    loaded = query_content(service, query)
-    if loaded is None:
-        return None
-    content, note = loaded
+        content, note = item_content(service, query["value"]), ""
+        if content is not None:
+            crop_tool(service, query, content, sha256_of(content))
+        if not crop or content is None:
+            found = run_item_query(service, service_key, query["value"], k, filters)
+            return found and found._replace(can_crop=content is not None)
+    else:
+        loaded = query_content(service, query)
+        if loaded is None:
+            return None
+        content, note = loaded
+        crop_tool(service, query, content, sha256_of(content))
     digest = sha256_of(content)
     try:
         with st.spinner("Searching…"):
             response = search_content(service, service_key, digest, content, k,
-                                      filters_key(filters))
+                                      filters_key(filters), colour=current_colour(service),
+                                      crop=crop)
+    except CropError as error:  # the crop tool above lets the user draw another box
+        st.error(f"This crop cannot be searched: {md(error)}.", icon=":material/crop:")
+        return None
     except ImageError as error:
         return fail(query, f"This image cannot be used: {error}. "
                     "Use a JPEG, PNG, WebP or GIF photo.")
-    thumbnail = content_thumbnail(digest, content, service.config.download.max_pixels)
-    if query["kind"] == "upload":
-        return Found(response, thumbnail, "Your photo", f"upload {query['value']}", False, note)
-    return Found(response, thumbnail, "Linked image", query["value"], False, note)
+    max_pixels = service.config.download.max_pixels
+    thumbnail = (cropped_thumbnail(digest, content, max_pixels, crop) if crop
+                 else content_thumbnail(digest, content, max_pixels))
+    judge = judge_context(query["kind"], query["value"], digest=digest, crop=crop,
+                          filters=filters, colour=current_colour(service), content=content)
+    title, about = {"upload": ("Your photo", f"upload {query['value']}"),
+                    "item": ("Part of a catalog photo", f"part of product {query['value']}")
+                    }.get(query["kind"], ("Linked image", query["value"]))
+    if crop:
+        note = f"{note} · searched the region {md(crop)}" if note else \
+            f"Searched the region {md(crop)}"
+    return Found(response, thumbnail, title, about, False, note, judge=judge, can_crop=True)
+
+
+def item_content(service: SearchService, item_id: str) -> bytes | None:
+    """The catalog image of a product (None when it is gone or unreadable)."""
+    try:
+        image_file = service.items.iloc[service.store.row_of(item_id)].get("image_file")
+        return Path(str(image_file)).read_bytes()
+    except (KeyError, OSError):
+        return None
 
 
 def fail(query: dict, message: str) -> None:

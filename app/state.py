@@ -15,7 +15,7 @@ from search import SearchService
 
 log = logging.getLogger(__name__)
 
-QUERY_PARAMS = ("url", "item")
+QUERY_PARAMS = ("url", "item", "crop")
 K_PARAM = "k"  # filters travel as ?<column>=<value>, repeated for several values
 BROWSER_COOKIE = "vsearch_browser"
 COOKIE_MAX_AGE_S = 400 * 24 * 3600  # the longest browsers keep a cookie
@@ -36,6 +36,8 @@ def init_state() -> None:
         st.session_state["query"] = {"kind": "url", "value": params["url"]}
     elif params.get("item"):
         st.session_state["query"] = {"kind": "item", "value": params["item"]}
+    if params.get("crop") and st.session_state.get("query"):
+        st.session_state["query"]["crop"] = params["crop"]
 
 
 def remember_browser() -> None:
@@ -51,6 +53,7 @@ def remember_browser() -> None:
 
 
 def set_query_params(**params: str) -> None:
+    """The shareable link of the active query (a new query drops the old crop)."""
     for name in QUERY_PARAMS:
         if params.get(name):
             st.query_params[name] = params[name]
@@ -166,6 +169,11 @@ def change_shortlist(config: AppConfig, row: dict | None) -> None:
             f"({config.paths.shortlists_path}: {error.strerror or error}); it is kept in this "
             "tab only.")
     st.session_state["shortlist"] = shortlist
+
+
+def current_colour(service: SearchService) -> str:
+    """The sidebar's colour mode (the config's default before the sidebar is drawn)."""
+    return st.session_state.get("colour_mode") or service.config.colour.default
 
 
 def current_controls(config: AppConfig | SearchService) -> tuple[int, dict[str, list[str]]]:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.cache import filter_options, item_thumbnail, search_item
+from app.confidence import no_match_notice
 from app.display import (
     column_title,
     filters_key,
@@ -18,8 +19,10 @@ from app.display import (
     reference_labels,
     safe_link,
 )
+from app.judging import judge_buttons, judge_context, judgment_notice
 from app.state import (
     change_shortlist,
+    current_colour,
     current_controls,
     default_k,
     load_shortlist,
@@ -27,6 +30,7 @@ from app.state import (
     restore_controls,
     sync_control_params,
 )
+from colour_match import MODES
 from config import AppConfig
 from search import SearchResponse, SearchService, shortlist_csv, shortlist_row
 
@@ -34,7 +38,8 @@ RESULTS_PER_ROW = 5
 NARROW_SCREEN_PX = 768  # below Streamlit's "md" breakpoint the top navigation folds into the menu
 NARROW_NAV_CSS = (f"<style>.st-key-narrow_nav {{display: none;}} @media (max-width: "
                   f"{NARROW_SCREEN_PX - 0.02}px) {{.st-key-narrow_nav {{display: flex;}}}}</style>")
-BAND_COLORS = {"near-duplicate": "green", "similar": "blue", "loosely similar": "gray"}
+BAND_COLORS = {"near-duplicate": "green", "similar": "blue", "loosely similar": "gray",
+               "unlikely match": "orange"}
 
 
 class Found(NamedTuple):
@@ -47,6 +52,8 @@ class Found(NamedTuple):
     item_query: bool     # searched with a catalog product (the product is shown, not announced)
     note: str = ""       # e.g. where on a product page the image was found (Markdown-escaped)
     share: str | None = None  # the link that reopens this search ("" when it cannot be shared)
+    judge: dict | None = None  # what a thumbs up / down records about the query
+    can_crop: bool = False     # the query is an image that the crop tool can box
 
 
 def narrow_screen_nav(pages: list) -> None:
@@ -73,6 +80,11 @@ def sidebar(service: SearchService, service_key: str) -> None:
                                key=f"filter_{column}", placeholder="Any",
                                persist_state="session")
         sync_control_params(config)
+        if config.colour.column:
+            st.radio("Colour", list(MODES), format_func=MODES.get, key="colour_mode",
+                     index=list(MODES).index(config.colour.default), horizontal=True,
+                     help="Any colour: shape and style only as the model sees them; similar / "
+                          "same colour: products of the query's colour move up.")
         st.divider()
         shortlist_panel(config)
         remember_browser()
@@ -100,14 +112,17 @@ def run_item_query(service: SearchService, service_key: str, item_id: str, k: in
                    filters: dict) -> Found | None:
     try:
         with st.spinner("Searching…"):
-            response = search_item(service, service_key, item_id, k, filters_key(filters))
+            response = search_item(service, service_key, item_id, k, filters_key(filters),
+                                   colour=current_colour(service))
     except KeyError:
         st.warning(f"Product {md(item_id)} is not in the catalog (any more). "
                    "Pick another product or paste a link.")
         return None
     item = response.same_product or {}
     return Found(response, item_thumbnail(service, item.get("image_file")),
-                 "Products like this one", f"like product {item_id}", True)
+                 "Products like this one", f"like product {item_id}", True,
+                 judge=judge_context("item", item_id, filters=filters,
+                                     colour=current_colour(service)))
 
 
 def show_query(found: Found, label_fields: list[str]) -> dict[str, str]:
@@ -161,16 +176,19 @@ def show_results(service: SearchService, found: Found, filters: dict, reference:
     if results.empty:
         st.info("No product matches these filters. Clear some filters in the sidebar.")
         return
+    no_match_notice(service, response, found.can_crop, prefix)
+    judgment_notice()
     records = results.to_dict("records")
     for start in range(0, len(records), RESULTS_PER_ROW):
         for cell, item in zip(st.columns(RESULTS_PER_ROW),
                               records[start:start + RESULTS_PER_ROW], strict=False):
             with cell:
-                result_card(service, item, reference, on_more, prefix, found.about)
+                result_card(service, item, reference, on_more, prefix, found.about, found.judge)
 
 
 def result_card(service: SearchService, item: dict, reference: dict[str, str],
-                on_more: Callable[[str], None], prefix: str, query: str) -> None:
+                on_more: Callable[[str], None], prefix: str, query: str,
+                judge: dict | None = None) -> None:
     label_fields = service.config.dataframe.label_fields
     item_id = str(item["id"])
     with st.container(border=True):
@@ -193,6 +211,8 @@ def result_card(service: SearchService, item: dict, reference: dict[str, str],
                   type="tertiary" if listed else "secondary",
                   on_click=change_shortlist,
                   args=(service.config, shortlist_row(item, label_fields, query)))
+        if judge is not None:
+            judge_buttons(service, item, judge, prefix)
 
 
 def show_thumbnail(thumbnail: bytes | None, alt: str) -> None:

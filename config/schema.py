@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-RESERVED_LINK_PARAMS = ("url", "item", "k")  # the app's link parameters; filters use the column
+# the app's link parameters; filters use the column names
+RESERVED_LINK_PARAMS = ("url", "item", "k", "crop")
 
 
 class Section(BaseModel):
@@ -23,6 +24,7 @@ class PathsConfig(Section):
     ann_index_path: Path
     image_cache_path: Path = Path("image_cache")
     shortlists_path: Path = Path("shortlists")
+    judgments_path: Path = Path("judgments.sqlite")
 
 
 class DataframeConfig(Section):
@@ -170,12 +172,38 @@ class UiConfig(Section):
     max_k: int = Field(default=50, ge=1, le=500)
     column_names: dict[str, str] = Field(default_factory=dict)
     map_top_classes: int = Field(default=12, ge=1, le=60)
+    list_max_rows: int = Field(default=500, ge=1, le=100_000)
+
+
+class ColourConfig(Section):
+    """How much colour matters: re-ranking a wider candidate set with a colour term."""
+
+    column: str | None = None        # the colour label column; null = no colour control
+    source: Literal["head", "histogram"] = "head"
+    candidates: int = Field(default=60, ge=1, le=5000)
+    similar_weight: float = Field(default=0.1, ge=0, le=10)
+    same_weight: float = Field(default=0.5, ge=0, le=10)
+    default: Literal["any", "similar", "same"] = "similar"
+
+
+class JudgmentsConfig(Section):
+    busy_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class CalibrationConfig(Section):
+    """The distance bands calibrated on the held-out queries (see index_store/bands.py)."""
+
+    column: str | None = None        # the product type column; null = the first training task
+    confident_share: float = Field(default=0.9, gt=0, le=1)
+    no_match_share: float = Field(default=0.5, gt=0, le=1)
+    min_queries: int = Field(default=20, ge=1)
 
 
 class EvaluationConfig(Section):
     k: int = Field(default=5, ge=1, le=100)
     max_queries: int = Field(default=2000, ge=1)
     seed: int = 0
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
 
 class AppConfig(Section):
@@ -191,6 +219,8 @@ class AppConfig(Section):
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    colour: ColourConfig = Field(default_factory=ColourConfig)
+    judgments: JudgmentsConfig = Field(default_factory=JudgmentsConfig)
     config_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -215,7 +245,26 @@ class AppConfig(Section):
         if reserved:
             raise ValueError(f"ui.filter_fields: {reserved} cannot be filters (the app's links "
                              f"use {', '.join(RESERVED_LINK_PARAMS)} for other things)")
+        return self._colour_and_calibration_columns(labels)
+
+    def _colour_and_calibration_columns(self, labels: set[str]) -> AppConfig:
+        colour = self.colour.column
+        if colour is not None and colour not in labels:
+            raise ValueError(f"colour.column: {colour!r} must be listed in dataframe.label_fields")
+        if colour is not None and self.colour.source == "head" and colour not in self.task_columns:
+            raise ValueError(f"colour.column: {colour!r} has no head in training.tasks "
+                             "(add it there, or use colour.source: histogram)")
+        column = self.evaluation.calibration.column
+        if column is not None and column not in labels:
+            raise ValueError(f"evaluation.calibration.column: {column!r} must be listed in "
+                             "dataframe.label_fields")
         return self
+
+    @property
+    def calibration_column(self) -> str | None:
+        """The product type column the bands are calibrated on."""
+        column = self.evaluation.calibration.column
+        return column or (self.task_columns[0] if self.task_columns else None)
 
     @property
     def task_columns(self) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from index_store.bands import calibrate_bands
 from index_store.base import Backend
 from index_store.exact import exact_knn
 from index_store.measure import (
@@ -147,8 +148,11 @@ def evaluation_queries(ids: pd.Series, test_ids: set[str], max_queries: int, see
 
 
 def evaluate_index(store: IndexStore, *, tasks: Sequence[str], k: int, recall_k: int,
-                   test_ids: set[str], split: str, max_queries: int, seed: int) -> dict:
-    """mAP@k and P@k per task (and class) through the index, recall against exact, latency.
+                   test_ids: set[str], split: str, max_queries: int, seed: int,
+                   calibration: Mapping[str, Any] | None = None) -> dict:
+    """mAP@k and P@k per task (and class) through the index, recall against exact, latency,
+    and with `calibration` ({column, confident_share, no_match_share, min_queries}) the
+    distance bands of `index_store.bands` from the same queries' exact best matches.
 
     Each query is a catalog row searched with its own row left out; recall@recall_k compares
     the index's rows with `exact_knn`'s; latency is one query at a time, no warm-up.
@@ -157,16 +161,28 @@ def evaluate_index(store: IndexStore, *, tasks: Sequence[str], k: int, recall_k:
     depth = max(k, recall_k)
     found, seconds = search_own_rows(store.backend, store.vectors, rows, depth, warmup=0)
     approx_rows = rows_matrix(found, depth)
-    exact_rows, _ = exact_knn(store.vectors, store.vectors[rows], depth, store.space,
-                              own_rows=np.asarray(rows))
+    exact_rows, exact_distances = exact_knn(store.vectors, store.vectors[rows], depth,
+                                            store.space, own_rows=np.asarray(rows))
     tasks = [t for t in tasks if t in store.items]
     labels = store.items[tasks]
+    bands = (None if not calibration or calibration["column"] not in store.items else
+             held_out_bands(store.items[calibration["column"]], rows, exact_rows[:, 0],
+                            exact_distances[:, 0], calibration))
     return {"k": k, "queries": len(rows), "query_source": source, "split": split,
             "tasks": retrieval_metrics(labels.iloc[rows].reset_index(drop=True),
                                        approx_rows[:, :k], labels, tasks, k, query_rows=rows),
             "recall_k": recall_k,
             "recall_at_k": recall_at_k(approx_rows[:, :recall_k], exact_rows[:, :recall_k]),
-            "latency": latency_summary(seconds)}
+            "latency": latency_summary(seconds), "bands": bands}
+
+
+def held_out_bands(labels: pd.Series, rows: np.ndarray, top_rows: np.ndarray,
+                   top_distances: np.ndarray, calibration: Mapping[str, Any]) -> dict:
+    """`calibrate_bands` over the queries that have a label: is each best match of their type?"""
+    values = _as_labels(labels)
+    query, top = values[rows], values[np.clip(top_rows, 0, len(values) - 1)]
+    keep = np.array([v is not None for v in query]) & (top_rows >= 0)
+    return calibrate_bands(top_distances[keep], query[keep] == top[keep], **calibration)
 
 
 def recall_sweep(backend: Backend, settings: Iterable[Mapping[str, Any]], queries: np.ndarray,

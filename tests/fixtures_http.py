@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -215,7 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
                                          "text/html")
 
     def slow(self, _rest: str, query: dict[str, str], _hits: int) -> None:
-        time.sleep(float(query.get("s", "2")))
+        with self.server.owner.in_flight():
+            time.sleep(float(query.get("s", "2")))
         self.send_body(200, sample_images()["red.jpg"], "image/jpeg")
 
     def drip(self, _rest: str, query: dict[str, str], _hits: int) -> None:
@@ -279,9 +281,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalHTTPServer:
-    """The running server: `.url(path)`, `.hits[path]` (path with query), `.headers[path]`."""
+    """The running server: `.url(path)`, `.hits[path]` (path with query), `.headers[path]`,
+    `.peak_slow` (the most /slow requests that were ever answered at once)."""
 
     def __init__(self) -> None:
+        self.peak_slow = self._slow_now = 0
         self.hits: Counter[str] = Counter()
         self.headers: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -299,6 +303,17 @@ class LocalHTTPServer:
             self.hits[path] += 1
             self.headers[path] = headers
             return self.hits[path]
+
+    @contextlib.contextmanager
+    def in_flight(self):
+        with self._lock:
+            self._slow_now += 1
+            self.peak_slow = max(self.peak_slow, self._slow_now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._slow_now -= 1
 
     def start(self) -> LocalHTTPServer:
         sample_images()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ Prediction = dict[str, list[tuple[str, float]]]
 class Embedded:
     vectors: np.ndarray          # [n, dim] float32, unit length
     predictions: list[Prediction]
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # task → [n, classes]
 
 
 class Encoder:
@@ -82,7 +83,7 @@ class Encoder:
     def embed_images(self, images: list[Image.Image], top: int = 3) -> Embedded:
         batch = torch.stack([self.preprocess(image) for image in images])
         vectors, probabilities = self.forward(batch)
-        return Embedded(vectors, self.top_predictions(probabilities, top))
+        return Embedded(vectors, self.top_predictions(probabilities, top), probabilities)
 
     def top_predictions(self, probabilities: dict[str, np.ndarray], top: int) -> list[Prediction]:
         count = len(next(iter(probabilities.values()))) if probabilities else 0

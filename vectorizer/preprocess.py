@@ -64,16 +64,27 @@ def trim_uniform_border(image: Image.Image, fill: tuple[int, int, int], toleranc
     coloured canvas frames like a catalog shot. An image with no uniform border, or nothing but
     border, is returned unchanged with `fill`.
     """
-    pixels = np.asarray(image, dtype=np.int16)
+    found = uniform_border(image, tolerance, margin)
+    if found is None:
+        return image, fill
+    box, background = found
+    return image.crop(box), background
+
+
+def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
+                   ) -> tuple[tuple[int, int, int, int], tuple[int, int, int]] | None:
+    """(the product's box (left, top, right, bottom) with a small margin, the border colour)
+    when the corners share one colour and something else is inside; else None."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
     corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     if np.ptp(corners, axis=0).max() > tolerance:
-        return image, fill
+        return None
     background = np.median(corners, axis=0).astype(np.int16)
     foreground = np.abs(pixels - background).max(axis=2) > tolerance
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if len(rows) == 0:
-        return image, fill
+        return None
     pad = round(margin * max(rows[-1] - rows[0], cols[-1] - cols[0]))
-    box = (max(cols[0] - pad, 0), max(rows[0] - pad, 0),
-           min(cols[-1] + 1 + pad, image.width), min(rows[-1] + 1 + pad, image.height))
-    return image.crop(box), tuple(int(value) for value in background)
+    box = (int(max(cols[0] - pad, 0)), int(max(rows[0] - pad, 0)),
+           int(min(cols[-1] + 1 + pad, image.width)), int(min(rows[-1] + 1 + pad, image.height)))
+    return box, tuple(int(value) for value in background)

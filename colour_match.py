@@ -1,0 +1,118 @@
+"""How much colour matters: any / similar / same colour, by re-ranking a wider candidate set.
+
+score = visual distance + weight(mode) * colour distance, where the colour distance is the
+Hellinger distance (0 = same, 1 = nothing in common) between two colour distributions: the
+model's colour head output (`source: head`) or a colour histogram of the product's pixels
+(`source: histogram`). Catalog products' colours are computed from their image files the first
+time they are candidates, and kept for the life of the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from config.schema import ColourConfig
+from vectorizer.images import ImageError, open_image
+from vectorizer.preprocess import uniform_border
+
+log = logging.getLogger(__name__)
+
+MODES = {"any": "Any colour", "similar": "Similar colour", "same": "Same colour"}
+HISTOGRAM_BINS = 4           # per RGB channel: 64 colour cells
+HISTOGRAM_SIDE = 64          # images are shrunk to this before counting (speed, not precision)
+BORDER_TOLERANCE = 24
+
+Features = Callable[[list[Image.Image]], np.ndarray]
+
+
+def colour_weight(config: ColourConfig, mode: str) -> float:
+    """The colour term's weight of a mode (0 for "any" or when colour control is off)."""
+    if mode not in MODES:
+        raise ValueError(f"colour mode {mode!r}: expected one of {', '.join(MODES)}")
+    if config.column is None or mode == "any":
+        return 0.0
+    return config.similar_weight if mode == "similar" else config.same_weight
+
+
+def colour_histogram(image: Image.Image) -> np.ndarray:
+    """A normalised RGB histogram (HISTOGRAM_BINS³) of the product's pixels: a uniform border
+    (the studio background) is left out when there is one."""
+    small = image.convert("RGB")
+    small.thumbnail((HISTOGRAM_SIDE, HISTOGRAM_SIDE))
+    pixels = np.asarray(small, dtype=np.int16).reshape(-1, 3)
+    found = uniform_border(small, BORDER_TOLERANCE)
+    if found is not None:
+        background = np.array(found[1], dtype=np.int16)
+        product = np.abs(pixels - background).max(axis=1) > BORDER_TOLERANCE
+        pixels = pixels[product] if product.any() else pixels
+    cells = (pixels * HISTOGRAM_BINS) // 256
+    index = (cells[:, 0] * HISTOGRAM_BINS + cells[:, 1]) * HISTOGRAM_BINS + cells[:, 2]
+    counts = np.bincount(index, minlength=HISTOGRAM_BINS ** 3).astype(np.float32)
+    return counts / counts.sum()
+
+
+def histogram_features(images: list[Image.Image]) -> np.ndarray:
+    return np.stack([colour_histogram(image) for image in images]).astype(np.float32)
+
+
+def hellinger(query: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Hellinger distance of one distribution to each row (rows of NaN give NaN)."""
+    overlap = np.sqrt(np.clip(items, 0, None) * np.clip(query, 0, None)[None, :]).sum(axis=1)
+    return np.sqrt(np.clip(1.0 - overlap, 0.0, 1.0))
+
+
+class ItemColours:
+    """Colour distributions of catalog rows, computed from their images on first need."""
+
+    def __init__(self, features: Features, image_files: Sequence[object], max_pixels: int,
+                 batch_size: int = 128) -> None:
+        self.features, self.image_files = features, list(image_files)
+        self.max_pixels, self.batch_size = max_pixels, batch_size
+        self._known: dict[int, np.ndarray | None] = {}  # None: the image cannot be read
+        self._lock = threading.Lock()
+
+    def of_rows(self, rows: Sequence[int]) -> np.ndarray:
+        """[len(rows), d]; a row whose image cannot be read is NaN."""
+        rows = [int(row) for row in rows]
+        with self._lock:
+            missing = [row for row in dict.fromkeys(rows) if row not in self._known]
+        for start in range(0, len(missing), self.batch_size):
+            self._compute(missing[start:start + self.batch_size])
+        with self._lock:
+            values = [self._known[row] for row in rows]
+        width = max((len(v) for v in values if v is not None), default=1)
+        nan = np.full(width, np.nan, np.float32)
+        return np.stack([nan if v is None else v for v in values]) if values else \
+            np.zeros((0, width), np.float32)
+
+    def _compute(self, rows: list[int]) -> None:
+        images, readable = [], []
+        for row in rows:
+            try:
+                images.append(open_image(Path(str(self.image_files[row])), self.max_pixels))
+                readable.append(row)
+            except ImageError as error:
+                log.info("no colour for catalog row %d: %s", row, error)
+        values = list(self.features(images)) if images else []
+        with self._lock:
+            self._known.update((row, None) for row in rows)
+            self._known.update(zip(readable, values, strict=True))
+
+
+def rerank(results: pd.DataFrame, colour_distances: np.ndarray, weight: float) -> pd.DataFrame:
+    """Candidates ordered by visual distance + weight * colour distance (a candidate without a
+    colour gets the candidates' mean colour distance); adds `colour_distance`."""
+    colour = np.asarray(colour_distances, dtype=np.float64)
+    known = ~np.isnan(colour)
+    colour = np.where(known, colour, colour[known].mean() if known.any() else 0.0)
+    scored = results.assign(colour_distance=colour,
+                            _score=results["distance"].to_numpy() + weight * colour)
+    return (scored.sort_values(["_score", "distance"], kind="stable")
+            .drop(columns="_score").reset_index(drop=True))

@@ -1,0 +1,83 @@
+"""How much colour matters: colour histograms, the distance, re-ranking, the modes' effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from colour_match import ItemColours, colour_histogram, colour_weight, hellinger, rerank
+from config.schema import ColourConfig
+from search import SearchService
+
+
+def product(colour, background=(255, 255, 255)) -> Image.Image:
+    image = Image.new("RGB", (60, 80), background)
+    image.paste(colour, (15, 20, 45, 60))
+    return image
+
+
+def test_histogram_counts_the_product_not_the_studio_background():
+    red, blue = colour_histogram(product((200, 20, 20))), colour_histogram(product((20, 20, 200)))
+    assert red.sum() == pytest.approx(1.0) and red.max() == pytest.approx(1.0)
+    on_grey = colour_histogram(product((200, 20, 20), background=(128, 128, 128)))
+    assert hellinger(red, np.stack([on_grey, blue])) == pytest.approx([0.0, 1.0], abs=1e-6)
+
+
+def test_weights_per_mode():
+    config = ColourConfig(column="colour", similar_weight=0.1, same_weight=0.5)
+    assert [colour_weight(config, m) for m in ("any", "similar", "same")] == [0.0, 0.1, 0.5]
+    assert colour_weight(ColourConfig(column=None), "same") == 0.0
+    with pytest.raises(ValueError, match="expected one of any, similar, same"):
+        colour_weight(config, "loud")
+
+
+def test_rerank_moves_the_right_colour_up_and_keeps_the_visual_distance():
+    results = pd.DataFrame({"id": ["a", "b", "c"], "distance": [0.10, 0.12, 0.30]})
+    ranked = rerank(results, np.array([0.9, 0.0, np.nan]), weight=0.5)
+    assert ranked["id"].tolist() == ["b", "c", "a"]  # c: unknown colour gets the mean, 0.45
+    assert ranked.set_index("id")["distance"].to_dict() == {"a": 0.10, "b": 0.12, "c": 0.30}
+    assert rerank(results, np.array([0.9, 0.0, 0.5]), 0.0)["id"].tolist() == ["a", "b", "c"]
+
+
+def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
+    files = []
+    for n, colour in enumerate([(200, 20, 20), (20, 20, 200)]):
+        files.append(tmp_path / f"{n}.png")
+        product(colour).save(files[-1])
+    calls = []
+
+    def features(images):
+        calls.append(len(images))
+        return np.stack([colour_histogram(image) for image in images])
+
+    colours = ItemColours(features, [*files, tmp_path / "missing.png"], 10**7)
+    first = colours.of_rows([0, 2, 1, 0])
+    assert np.isnan(first[1]).all() and np.allclose(first[0], first[3])
+    assert hellinger(first[0], first[2:3])[0] == pytest.approx(1.0)
+    colours.of_rows([1, 0, 2])
+    assert calls == [2]
+
+
+def test_same_colour_ranks_more_products_of_the_query_colour_first(demo_env):
+    from bench.colour import evaluate_modes, with_source
+
+    service = with_source(SearchService.load(demo_env.config), "histogram")
+    scores = evaluate_modes(service, ["any", "similar", "same"], tasks=["colour", "garment"],
+                            k=5, max_queries=40)
+    assert scores["any"]["colour"] < scores["similar"]["colour"] < scores["same"]["colour"], \
+        scores
+
+
+def test_the_colour_column_is_checked_against_the_labels_and_heads(tmp_path):
+    from config import ConfigError, load_config
+    from tests.fixtures_demo import write_demo_config
+
+    with pytest.raises(ConfigError, match=r"colour\.column: 'hue' must be listed"):
+        load_config(write_demo_config(tmp_path, colour__column="hue"))
+    with pytest.raises(ConfigError, match=r"'gender' has no head in training\.tasks"):
+        load_config(write_demo_config(tmp_path, colour__column="gender"))
+    config = load_config(write_demo_config(tmp_path, colour__column="gender",
+                                           colour__source="histogram"))
+    assert config.colour.source == "histogram"
