@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,11 +17,12 @@ from query_crop import default_box, parse_crop
 from tests.test_browser import (  # noqa: F401  (module fixtures: a streamlit server, Chromium)
     DISTANCE,
     START_TIMEOUT_S,
-    _QuietFiles,
     app_url,
+    browser,
     catalog_images,
     page,
 )
+from util.local_servers import served_folder
 
 pytestmark = pytest.mark.browser
 
@@ -39,12 +37,8 @@ def photo_url(demo_env, tmp_path_factory):
     canvas = Image.new("RGB", (480, 360), (246, 246, 246))
     canvas.paste(product.resize((product.width * 3, product.height * 3)), (250, 60))
     canvas.save(folder / "outfit.png")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(_QuietFiles, directory=str(folder)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/outfit.png", canvas
-    httpd.shutdown()
-    httpd.server_close()
+    with served_folder(folder) as url_of:
+        yield url_of("outfit.png"), canvas
 
 
 def shot(tab, tmp_path: Path, name: str) -> Path:

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import front_end
 from index_store.store import current_version
 from judgments.store import JudgmentStore
 from tests.test_bands import photo_bytes
@@ -21,6 +20,7 @@ from tests.test_front_end import (
     on_page,
     result_ids,
     search_url,
+    use_config,
     variant_config,
 )
 
@@ -35,7 +35,7 @@ def own_app(demo_env, tmp_path, monkeypatch):
     """The demo app with its own judgments database (and any other override)."""
     def make(**overrides) -> tuple[AppTest, JudgmentStore]:
         config = variant_config(demo_env, tmp_path / "cfg", **overrides)
-        monkeypatch.setenv(front_end.CONFIG_ENV, str(config))
+        use_config(config, monkeypatch)
         store = JudgmentStore(tmp_path / "cfg" / "judgments.sqlite")
         return AppTest.from_file(APP, default_timeout=60), store
     return make
