@@ -3,23 +3,16 @@ own images), through `search.match_sources` (the "Match a list" page's path)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import load_config
 from search import SearchService, match_sources
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+from util.local_servers import served_folder
 
 
 def main() -> int:
@@ -35,14 +28,11 @@ def main() -> int:
     files = [Path(str(f)) for f in service.items["image_file"]][: 20 if args.quick else args.links]
     root = Path(os.path.commonpath([str(f.resolve()) for f in files]))
     root = root if root.is_dir() else root.parent
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    links = [f"{base}/{f.resolve().relative_to(root.resolve())}" for f in files]
-    began = time.perf_counter()
-    result = match_sources(service, links, args.k)
-    seconds = time.perf_counter() - began
-    httpd.shutdown()
+    with served_folder(root) as url_of:
+        links = [url_of(str(f.resolve().relative_to(root.resolve()))) for f in files]
+        began = time.perf_counter()
+        result = match_sources(service, links, args.k)
+        seconds = time.perf_counter() - began
     per_row = result.drop_duplicates("row")
     report = {"links": len(links), "k": args.k, "seconds": round(seconds, 2),
               "per_link_ms": round(1000 * seconds / max(len(links), 1), 1),
