@@ -137,7 +137,7 @@ def run_query(service: SearchService, service_key: str, query: dict, k: int,
 def item_content(service: SearchService, item_id: str) -> bytes | None:
     """The catalog image of a product (None when it is gone or unreadable)."""
     try:
-        image_file = service.items.iloc[service.store.row_of(item_id)].get("image_file")
+        image_file = service.store.item(item_id).get("image_file")
         return Path(str(image_file)).read_bytes()
     except (KeyError, OSError):
         return None

@@ -89,6 +89,11 @@ def test_app_pages_work_on_milvus(milvus_demo, monkeypatch):
     assert f"shown of {COUNT:,}" in explore.caption[0].value
     report = AppTest.from_function(on_page, kwargs={"name": "report"}, default_timeout=60).run()
     assert_clean(report)
+    search = AppTest.from_function(on_page, kwargs={"name": "search"}, default_timeout=60)
+    search.query_params["item"] = catalog["id"][4]  # a shared "more like this" link
+    search.run()
+    assert_clean(search)
+    assert len(result_ids(search)) == config.ann_index.k
     assert {m.label: m.value for m in report.metric}["Indexed"] == str(COUNT)
 
 
