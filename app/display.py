@@ -76,11 +76,12 @@ def safe_link(url: object) -> str | None:
     return public_link(url) or None
 
 
-def gallery_rows(items: pd.DataFrame, size: int, column: str | None, seed: int = 0
-                 ) -> list[int]:
-    """`size` row positions for the example gallery: one product of each of the most common
-    classes of `column`, most common first (then a second round, ...); which product of a
-    class is a seeded choice, so the same catalog and seed give the same gallery."""
+def gallery_rows(items: pd.DataFrame, size: int, column: str | None, seed: int = 0,
+                 first: list[str] | tuple[str, ...] = ()) -> list[int]:
+    """`size` row positions for the example gallery: one product of each class of `column`
+    named in `first` (in that order, classes the catalog lacks skipped), then one of each of the
+    most common classes, most common first (then a second round, ...); which product of a class
+    is a seeded choice, so the same catalog and seed give the same gallery."""
     if size <= 0 or items.empty:
         return []
     table = items.assign(_row=range(len(items))).sort_values("id", kind="stable")
@@ -88,10 +89,13 @@ def gallery_rows(items: pd.DataFrame, size: int, column: str | None, seed: int =
     if column and column in table:
         groups = table[column].astype(str)
         counts = groups.map(groups.value_counts())
-        table = table.assign(_count=counts, _group=groups).sort_values("_draw", kind="stable")
+        chosen = {name: place for place, name in enumerate(dict.fromkeys(map(str, first)))}
+        table = table.assign(_count=counts, _group=groups,
+                             _chosen=groups.map(chosen).fillna(len(chosen)))
+        table = table.sort_values("_draw", kind="stable")
         table = table.assign(_rank=table.groupby("_group").cumcount())
-        table = table.sort_values(["_rank", "_count", "_group"], ascending=[True, False, True],
-                                  kind="stable")
+        table = table.sort_values(["_rank", "_chosen", "_count", "_group"],
+                                  ascending=[True, True, False, True], kind="stable")
     else:
         table = table.sort_values("_draw", kind="stable")
     return table["_row"].head(size).tolist()

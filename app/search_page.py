@@ -72,7 +72,8 @@ def query_inputs(service: SearchService, service_key: str) -> None:
 def gallery(service: SearchService) -> None:
     config = service.config
     column = config.task_columns[0] if config.task_columns else None
-    rows = gallery_rows(service.items, config.ui.gallery_size, column, config.ui.gallery_seed)
+    rows = gallery_rows(service.items, config.ui.gallery_size, column, config.ui.gallery_seed,
+                       config.ui.gallery_classes)
     if not rows:
         st.caption("No examples configured (ui.gallery_size is 0).")
         return

@@ -169,6 +169,7 @@ class UiConfig(Section):
     bands: BandsConfig = Field(default_factory=BandsConfig)
     gallery_size: int = Field(default=12, ge=0, le=200)
     gallery_seed: int = 0
+    gallery_classes: list[str] = Field(default_factory=list)
     max_k: int = Field(default=50, ge=1, le=500)
     column_names: dict[str, str] = Field(default_factory=dict)
     map_top_classes: int = Field(default=12, ge=1, le=60)

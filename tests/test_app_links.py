@@ -175,6 +175,17 @@ def test_gallery_opens_on_the_most_common_classes(demo_app, demo_env):
     assert list(items.loc[shown[:len(common)], "garment"]) == common
 
 
+def test_gallery_opens_on_the_configured_classes(demo_env, tmp_path, monkeypatch):
+    items = catalog(demo_env)
+    rare = items["garment"].value_counts().index[-1]
+    config = variant_config(demo_env, tmp_path, ui__gallery_classes=[rare, "No such class"])
+    at = app_for(config, monkeypatch).run()
+    assert_clean(at)
+    shown = [b.key.removeprefix("example_") for b in at.button
+             if b.key and b.key.startswith("example_")]
+    assert items.loc[shown[0], "garment"] == rare
+
+
 # ---------------------------------------------------------------- Explore and Report
 
 

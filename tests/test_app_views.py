@@ -70,6 +70,15 @@ def test_gallery_starts_with_the_most_common_classes_and_is_seeded():
         "Bangles", "Basketballs", "Ties"]  # rare classes only once every common one is shown
 
 
+def test_gallery_shows_the_configured_classes_first_then_the_most_common():
+    kinds = ["Tshirts"] * 9 + ["Shoes"] * 7 + ["Watches"] * 5 + ["Dresses"] * 2 + ["Ties"]
+    items = pd.DataFrame({"id": [str(100 + i) for i in range(len(kinds))], "type": kinds})
+    rows = display.gallery_rows(items, 4, "type", first=["Dresses", "Capes", "Watches"])
+    assert list(items.loc[rows, "type"]) == ["Dresses", "Watches", "Tshirts", "Shoes"]
+    rows = display.gallery_rows(items, 7, "type", first=["Dresses"])
+    assert list(items.loc[rows, "type"])[5:] == ["Dresses", "Tshirts"]  # the second round
+
+
 def test_colour_names_are_drawn_in_their_colours():
     values = pd.Series(["Green", "Pink", "Red", "Tshirt", "Dress", None])
     assert charts.is_colour_column(values) is False  # 3 of 5 known: below the 80 % share
