@@ -33,7 +33,7 @@ from index_store.base import (
     smallest,
     sorted_neighbors,
 )
-from index_store.milvus_client import call, client_for, pymilvus
+from index_store.milvus_client import MilvusError, call, client_for, pymilvus, server_version
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ MAX_EXPR_ROWS = 4096  # a row mask goes into the filter expression up to this ma
 SCAN_MAX_ROWS = 2000
 SEARCH_BATCH = 256
 MAX_VARCHAR = 65535
+NULLABLE_SINCE = (2, 5)  # the first Milvus release with nullable fields (missing item values)
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _RESERVED = {ROW, VECTOR}
 
@@ -76,6 +77,12 @@ def _varchar_length(values: list[str | None], column: str) -> int:
         raise ValueError(f"item column {column!r} holds a value of {longest} bytes; Milvus "
                          f"stores at most {MAX_VARCHAR}")
     return min(MAX_VARCHAR, max(64, 2 * longest))
+
+
+def primary_key(hit: Mapping[str, Any]) -> int:
+    """A search hit's row number: under the field's name (Milvus 2.4+) or "id" (Milvus 2.3)."""
+    value = hit.get(ROW)
+    return int(hit["id"] if value is None else value)
 
 
 def as_text(column: pd.Series) -> list[str | None]:
@@ -121,6 +128,7 @@ class MilvusBackend(Backend):
         name = new_collection_name(self.settings.collection_prefix)
         columns = {field: as_text(table[column]) for column, field in self.fields.items()} \
             if table is not None else {}
+        self._check_server_stores(columns)
         self._create(name, matrix.shape[1], columns)
         try:
             self._insert(name, matrix, columns)
@@ -129,6 +137,24 @@ class MilvusBackend(Backend):
             self._drop_quietly(name)
             raise
         self.collection, self.dim, self._n = name, matrix.shape[1], matrix.shape[0]
+
+    def _check_server_stores(self, columns: dict[str, list[str | None]]) -> None:
+        """Missing item values need nullable fields (Milvus 2.5+): refuse an older server
+        with a message naming the column, before anything is created."""
+        missing = {field: sum(value is None for value in values)
+                   for field, values in columns.items()}
+        missing = {field: count for field, count in missing.items() if count}
+        if not missing or self.settings.is_lite:
+            return
+        version = server_version(self.settings)
+        if version is None or version[0] >= NULLABLE_SINCE:
+            return
+        column = next(c for c, f in self.fields.items() if f in missing)
+        raise MilvusError(
+            f"Milvus at {self.settings.uri} is {version[1]}: it cannot store missing values "
+            f"(nullable fields need Milvus {NULLABLE_SINCE[0]}.{NULLABLE_SINCE[1]} or newer), and "
+            f"item column {column!r} has {missing[self.fields[column]]} missing. Upgrade the "
+            "server (milvus.uri), or fill the missing values in the catalog.")
 
     def _create(self, name: str, dim: int, columns: dict[str, list[str | None]]) -> None:
         DataType = pymilvus().DataType
@@ -197,7 +223,7 @@ class MilvusBackend(Backend):
         for found in result:
             found = list(found)
             distances = self._distances([hit["distance"] for hit in found])
-            hits.append([{**hit.get("entity", {}), ROW: int(hit[ROW]), "distance": float(d)}
+            hits.append([{**hit.get("entity", {}), ROW: primary_key(hit), "distance": float(d)}
                          for hit, d in zip(found, distances, strict=True)])
         return hits
 

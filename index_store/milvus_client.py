@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from config.schema import MilvusConfig
 from index_store.base import IndexMissingError, IndexStoreError
@@ -105,6 +108,12 @@ def explain(error: Exception, settings: MilvusConfig, action: str) -> IndexStore
                            f"{reason}")
     if code == 2 or any(word in lowered for word in ("fail connecting", "unavailable",
                                                       "not exists", "timeout", "deadline")):
+        if settings.token_env and not settings.is_lite and listening(str(settings.uri)):
+            # a server that is up but refuses the connection: pymilvus reports a refused token
+            # as "fail connecting ... illegal connection params"
+            return MilvusError(f"milvus.token_env (${settings.token_env}): {where} is reachable "
+                               f"but refused the connection while trying to {action}; check the "
+                               f"token or user:password in ${settings.token_env} ({reason}).")
         return MilvusError(f"milvus.uri: cannot {action} {where}: {reason}. Check milvus.uri "
                            "and that the server is running and reachable.")
     if code == 100 or "not exist" in lowered or "not found" in lowered:
@@ -112,6 +121,24 @@ def explain(error: Exception, settings: MilvusConfig, action: str) -> IndexStore
                                  f"{settings.collection_prefix!r} ({reason}).")
     return MilvusError(f"{where} failed to {action}: {reason} (check the milvus section of the "
                        "config).")
+
+
+def server_version(settings: MilvusConfig) -> tuple[tuple[int, int], str] | None:
+    """(major, minor) and the text of a server's version; None when it does not say."""
+    text = str(call(settings, "ask the server's version", "get_server_version"))
+    found = re.match(r"v?(\d+)\.(\d+)", text)
+    return ((int(found[1]), int(found[2])), text) if found else None
+
+
+def listening(uri: str, timeout_s: float = 2.0) -> bool:
+    """Whether something accepts TCP connections at an http(s) uri's host and port."""
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 19530)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def call(settings: MilvusConfig, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
