@@ -121,6 +121,7 @@ class MilvusConfig(Section):
     consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Bounded"
     insert_batch: int = Field(default=2000, ge=1, le=100000)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    build_timeout_s: float = Field(default=7200.0, gt=0, le=86400)  # flush, index, load
 
     @field_validator("uri")
     @classmethod

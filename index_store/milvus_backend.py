@@ -178,7 +178,8 @@ class MilvusBackend(Backend):
                         for row in range(start, stop)]
                 call(self.settings, "insert rows", "insert", name, rows)
                 bar.update(stop - start)
-        call(self.settings, "flush the inserted rows", "flush", name)
+        call(self.settings, "flush the inserted rows", "flush", name,
+             timeout=self.settings.build_timeout_s)
 
     def _index_and_load(self, name: str) -> None:
         client = client_for(self.settings)
@@ -187,8 +188,10 @@ class MilvusBackend(Backend):
         # both spellings: a server reads the flat keys, Milvus Lite only the "params" JSON
         index.add_index(field_name=VECTOR, index_type=self.index_params.get("index_type", "HNSW"),
                         metric_type=METRICS[self.space], params={**params, "params": params})
-        call(self.settings, "build the vector index", "create_index", name, index)
-        call(self.settings, "load the collection", "load_collection", name)
+        call(self.settings, "build the vector index", "create_index", name, index,
+             timeout=self.settings.build_timeout_s)
+        call(self.settings, "load the collection", "load_collection", name,
+             timeout=self.settings.build_timeout_s)
 
     def _drop_quietly(self, name: str) -> None:
         try:
