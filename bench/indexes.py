@@ -45,7 +45,7 @@ MAP_K = 5
 BUCKETS = 100  # every row gets bucket row % 100: filters select whole buckets
 FILTERS = {"broad (~50 %)": [str(b) for b in range(50)], "selective (~1 %)": ["0"]}
 FILTERED = {"nmslib": {"efSearch": 40}, "milvus": {"ef": 64}}  # library: setting used
-FILTER_QUERIES = 200
+FILTER_QUERIES = 200  # default of --filter-queries
 
 
 # the worker: one library on one dataset, in its own process (clean RSS, crashes contained) -----
@@ -74,7 +74,8 @@ def run_worker(args: argparse.Namespace) -> int:
               "index_bytes": size, "ram_bytes": ram, "sweep": sweep}
     if args.worker in FILTERED:
         backend.set_query_params(**FILTERED[args.worker])
-        result["filtered"] = filtered_search(backend, base, queries[:FILTER_QUERIES], args.k)
+        result["filtered"] = filtered_search(backend, base, queries[:args.filter_queries],
+                                             args.k)
     Path(args.result).write_text(json.dumps(result))
     return 0
 
@@ -170,7 +171,8 @@ def run_library(name: str, folder: Path, args: argparse.Namespace) -> dict:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [str(args.nmslib_simd), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, __file__, "--worker", worker, "--data", str(folder),
-               "--result", str(result), "--k", str(args.k), "--threads", str(args.threads)]
+               "--result", str(result), "--k", str(args.k), "--threads", str(args.threads),
+               "--filter-queries", str(args.filter_queries)]
     with Timer() as took:
         done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not result.exists():
@@ -276,7 +278,8 @@ def render(result: dict) -> str:
         parts.append(f"### {dataset['dataset']} ({dataset['queries']} queries)\n\n"
                      + markdown_table(HEADERS, table_rows(dataset)))
         if filtered_rows(dataset):
-            parts.append(f"Filtered search, {FILTER_QUERIES} queries (nmslib: over-fetch or "
+            parts.append(f"Filtered search, {result['params']['filter_queries']} queries "
+                         "(nmslib: over-fetch or "
                          "exact scan of the allowed rows; milvus: the filter inside the "
                          "engine):\n\n" + markdown_table(FILTERED_HEADERS, filtered_rows(dataset)))
     return "\n\n".join(parts)
@@ -344,6 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--filter-queries", type=int, default=FILTER_QUERIES,
+                        help="queries per filter (Milvus Lite takes seconds per filtered query)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="build threads (searches are one query at a time)")
     parser.add_argument("--libraries", type=lambda s: s.split(","), default=list(LIBRARY_NAMES),
@@ -383,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "indexes", "quick": args.quick, "environment": environment(),
               "nmslib": nmslib_build_kind(),
               "params": {"k": args.k, "threads": args.threads, "hnsw": HNSW,
+                         "filter_queries": args.filter_queries,
                          "annoy_trees": ANNOY_TREES, "space": SPACE, "seed": args.seed},
               "notes": [], "datasets": [run_dataset(name, vectors, labels, args)
                                         for name, vectors, labels in datasets(args)]}
