@@ -32,7 +32,9 @@ def settings_in(folder, **changes) -> MilvusConfig:
                         consistency_level="Strong", insert_batch=150, **changes)
 
 
-def catalog(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+def catalog(seed: int = 0, complete: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+    """Clustered vectors and items with tricky labels; `size` has missing values unless
+    `complete` (Milvus before 2.5 cannot store them)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((8, DIM))
     labels = rng.integers(0, 8, N)
@@ -41,17 +43,19 @@ def catalog(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
         "id": [f"sku-{seed}-{i}" for i in range(N)],
         "name": [f"product {i}" for i in range(N)],
         "colour": np.array(TRICKY, dtype=object)[np.arange(N) % len(TRICKY)],
-        "size": np.array(["S", "M", "L", None], dtype=object)[np.arange(N) % 4],
+        "size": np.array(["S", "M", "L", "XL" if complete else None],
+                         dtype=object)[np.arange(N) % 4],
         "label": labels,
         "odd column!": "x",
     })
     return vectors, items
 
 
-def build(settings: MilvusConfig, seed: int = 0, fingerprint: dict | None = None) -> IndexStore:
+def build(settings: MilvusConfig, seed: int = 0, fingerprint: dict | None = None,
+          complete: bool = False) -> IndexStore:
     from index_store.backends import make_backend
 
-    vectors, items = catalog(seed)
+    vectors, items = catalog(seed, complete)
     backend = make_backend("milvus", "cosinesimil", {"index_type": "HNSW", "M": 16,
                                                      "efConstruction": 100},
                            {"ef": 200}, settings=settings)

@@ -45,23 +45,11 @@ def settings_for(uri: str, **changes) -> MilvusConfig:
                            "consistency_level": "Strong", **changes})
 
 
-def complete_catalog_build(settings: MilvusConfig, monkeypatch):
-    """The test catalog with its missing sizes filled (Milvus 2.3 has no nullable fields)."""
-    import tests.test_milvus as fixtures
-
-    def filled(seed: int = 0):
-        vectors, items = catalog(seed)
-        return vectors, items.assign(size=items["size"].fillna("XL"))
-
-    monkeypatch.setattr(fixtures, "catalog", filled)
-    return build(settings), filled()
-
-
 def test_a_server_with_a_token_builds_publishes_and_serves(milvus_server, monkeypatch):
     uri, token = milvus_server
     monkeypatch.setenv(TOKEN_ENV, token)
     settings = settings_for(uri)
-    store, (vectors, _) = complete_catalog_build(settings, monkeypatch)
+    store, (vectors, _) = build(settings, complete=True), catalog(complete=True)
     version = publish(store, settings)
     served = MilvusStore.open(settings, FINGERPRINT)
     assert served.version == version and served.size == N
