@@ -118,6 +118,8 @@ def test_match_a_small_list(app_url, catalog_images, demo_env, page,  # noqa: F8
     page.get_by_text("3 of 4 rows matched").wait_for()
     page.get_by_text("1 row could not be matched").wait_for()
     page.locator('[data-testid="stDataFrame"]').wait_for()
-    assert page.get_by_role("button", name="Download matches (CSV)").is_visible()
+    download = page.get_by_role("button", name="Download matches (CSV)")
+    download.wait_for()  # it renders just after the table
+    assert download.is_visible()
     assert page.locator('[data-testid="stException"]').count() == 0
     shot(page, tmp_path, "match-a-list")
