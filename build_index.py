@@ -6,8 +6,10 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from contracts import (
     index_fingerprint,
 )
 from index_store.base import IndexStoreError
+from index_store.colours import ItemDistributions
 from index_store.evaluate import evaluate_index
 from index_store.location import index_version, new_backend, save_index
 from index_store.milvus_tune import tune_milvus
@@ -73,32 +76,70 @@ def content_keys(paths: list[str], reasons: list[str]) -> list[str]:
     return keys
 
 
+def safe_name(text: str) -> str:
+    """A column name as a folder-name part."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:60]
+
+
+def colour_task(config: AppConfig, encoder: Encoder) -> str | None:
+    """The head whose class probabilities are stored with the index for the colour control
+    (none for Milvus: the app does not re-rank by colour there)."""
+    column = config.colour.column
+    wanted = config.colour.source == "head" and config.backend != "milvus"
+    return column if wanted and column in encoder.classes else None
+
+
+@dataclass
+class Vectorized:
+    vectors: np.ndarray               # [n, dim], NaN rows where the image was skipped
+    computed: int                     # rows the model ran on (the rest came from the caches)
+    colour_task: str | None = None    # the head whose probabilities `colours` holds
+    colours: np.ndarray | None = None  # [n, classes], NaN rows where skipped
+
+
 def vectorize(config: AppConfig, encoder: Encoder, paths: list[str], keys: list[str],
-              reasons: list[str], rebuild: bool, quiet: bool) -> tuple[np.ndarray, int]:
-    """Vectors for every row (NaN where skipped), computing only what the cache lacks."""
-    cache = VectorCache(Path(config.paths.vectors_path), encoder.cache_key)
+              reasons: list[str], rebuild: bool, quiet: bool) -> Vectorized:
+    """Vectors (and colour-head distributions) for every row, NaN where skipped, computing
+    only what the caches lack."""
+    task = colour_task(config, encoder)
+    folder = Path(config.paths.vectors_path)
+    caches = [VectorCache(folder, encoder.cache_key)]
+    if task:  # a sibling cache: the same model's `task` probabilities, by the same content key
+        caches.append(VectorCache(folder, f"{encoder.cache_key}.{safe_name(task)}"))
     wanted = [row for row, key in enumerate(keys) if key]
-    found, cached = cache.lookup([keys[row] for row in wanted])
-    if rebuild:
-        found[:] = False
+    lookups = [cache.lookup([keys[row] for row in wanted]) for cache in caches]
+    found = np.logical_and.reduce([hit for hit, _ in lookups]) & (not rebuild)
     missing = [row for row, hit in zip(wanted, found, strict=True) if not hit]
-    computed, new_reasons = encoder.embed_paths(
+    embedded = encoder.embed_paths(
         [paths[row] for row in missing], batch_size=config.model.batch_size,
         workers=config.model.num_workers, max_pixels=config.download.max_pixels,
-        progress=None if quiet else "vectorize")
-    dim = cached.shape[1] if found.any() else computed.shape[1]
-    vectors = np.full((len(paths), dim), np.nan, dtype=np.float32)
-    hits = [row for row, hit in zip(wanted, found, strict=True) if hit]
-    if hits:
-        vectors[hits] = cached[found]
-    good = [(row, position) for position, row in enumerate(missing) if not new_reasons[position]]
+        progress=None if quiet else "vectorize", task=task)
     for position, row in enumerate(missing):
-        reasons[row] = new_reasons[position]
-    if good:
-        vectors[[row for row, _ in good]] = computed[[position for _, position in good]]
-        cache.add([keys[row] for row, _ in good], computed[[position for _, position in good]])
+        reasons[row] = embedded.reasons[position]
+    hits = [row for row, hit in zip(wanted, found, strict=True) if hit]
+    good = [(row, position) for position, row in enumerate(missing)
+            if not embedded.reasons[position]]
+    computed = [embedded.vectors, embedded.task_probabilities][:len(caches)]
+    outputs = [_merge_rows(len(paths), hits, cached[found], good, new, cache,
+                           [keys[row] for row, _ in good])
+               for cache, (_, cached), new in zip(caches, lookups, computed, strict=True)]
+    return Vectorized(outputs[0], len(missing), task, outputs[1] if task else None)
+
+
+def _merge_rows(count: int, hits: list[int], cached: np.ndarray, good: list[tuple[int, int]],
+                new: np.ndarray | None, cache: VectorCache, new_keys: list[str]) -> np.ndarray:
+    """[count, width] of cached rows at `hits` and new rows at `good`'s rows (NaN elsewhere);
+    the new rows are added to the cache."""
+    width = cached.shape[1] if hits else (new.shape[1] if new is not None else 0)
+    matrix = np.full((count, width), np.nan, dtype=np.float32)
+    if hits:
+        matrix[hits] = cached
+    if good and new is not None:
+        new_rows = new[[position for _, position in good]]
+        matrix[[row for row, _ in good]] = new_rows
+        cache.add(new_keys, new_rows)
         cache.save()
-    return vectors, len(missing)
+    return matrix
 
 
 def write_skipped(items: pd.DataFrame, reasons: list[str], path: Path) -> pd.DataFrame:
@@ -122,7 +163,7 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
     with timer.step("hash images"):
         keys = content_keys(paths, reasons)
     with timer.step("vectorize"):
-        vectors, computed = vectorize(config, encoder, paths, keys, reasons, rebuild, quiet)
+        vectorized = vectorize(config, encoder, paths, keys, reasons, rebuild, quiet)
     root = Path(config.paths.ann_index_path)
     skipped = write_skipped(items, reasons, root / "skipped.csv")
     keep = np.array([not r for r in reasons])
@@ -130,10 +171,13 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
         raise CatalogError("no catalog image could be read; see " + str(root / "skipped.csv"))
     items_kept = items[keep].drop(columns=["image_ref"]).reset_index(drop=True)
     items_kept["image_file"] = [p for p, k in zip(paths, keep, strict=True) if k]
-    vectors_kept = np.ascontiguousarray(vectors[keep])
+    vectors_kept = np.ascontiguousarray(vectorized.vectors[keep])
+    colours = None if vectorized.colours is None else \
+        ItemDistributions(vectorized.colour_task, vectorized.colours[keep])
     with timer.step("build index"):
         store = IndexStore.build(vectors_kept, items_kept, backend=new_backend(config),
-                                 manifest={"fingerprint": index_fingerprint(config, encoder)})
+                                 manifest={"fingerprint": index_fingerprint(config, encoder)},
+                                 colours=colours)
     with timer.step("evaluate"):
         metrics = evaluate_index(
             store, tasks=config.task_columns, k=config.evaluation.k,
@@ -146,7 +190,8 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
         "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
         "items_skipped": len(skipped),
         "skipped_reasons": skipped["reason"].value_counts().to_dict(),
-        "vectors_computed": computed, "vectors_from_cache": int(keep.sum()) - computed,
+        "vectors_computed": vectorized.computed,
+        "vectors_from_cache": int(keep.sum()) - vectorized.computed,
         "metrics": metrics, "judgments": judged,
     }
     with timer.step("save"):

@@ -3,8 +3,10 @@
 score = visual distance + weight(mode) * colour distance, where the colour distance is the
 Hellinger distance (0 = same, 1 = nothing in common) between two colour distributions: the
 model's colour head output (`source: head`) or a colour histogram of the product's pixels
-(`source: histogram`). Catalog products' colours are computed from their image files the first
-time they are candidates, and kept for the life of the service.
+(`source: histogram`). Catalog products' head distributions are stored with the index at build
+time (`index_store.colours`); histograms, and head distributions of an index built without
+them, are computed from the image files the first time a product is a candidate, and kept for
+the life of the service.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def hellinger(query: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 class ItemColours:
-    """Colour distributions of catalog rows, computed from their images on first need."""
+    """Colour distributions of catalog rows: computed from their images on first need, or
+    stored beforehand (`ItemColours.stored`)."""
 
     def __init__(self, features: Features, image_files: Sequence[object], max_pixels: int,
                  batch_size: int = 128) -> None:
@@ -77,9 +80,19 @@ class ItemColours:
         self.max_pixels, self.batch_size = max_pixels, batch_size
         self._known: dict[int, np.ndarray | None] = {}  # None: the image cannot be read
         self._lock = threading.Lock()
+        self._stored: np.ndarray | None = None
+
+    @classmethod
+    def stored(cls, values: np.ndarray) -> ItemColours:
+        """Distributions computed beforehand for every row (nothing is computed on demand)."""
+        colours = cls(histogram_features, [], 0)
+        colours._stored = values
+        return colours
 
     def of_rows(self, rows: Sequence[int]) -> np.ndarray:
         """[len(rows), d]; a row whose image cannot be read is NaN."""
+        if self._stored is not None:
+            return self._stored[np.asarray(rows, dtype=np.int64)]
         rows = [int(row) for row in rows]
         with self._lock:
             missing = [row for row in dict.fromkeys(rows) if row not in self._known]

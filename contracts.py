@@ -212,6 +212,7 @@ class IndexManifest(Record):
     step_seconds: dict[str, float] = Field(default_factory=dict)
     judgments: JudgmentScores | None = None
     versions: dict[str, str | None] = Field(default_factory=dict)
+    colours: dict[str, Any] | None = None  # stored colour distributions: column, file, classes
 
     @property
     def items_indexed(self) -> int:

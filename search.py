@@ -57,6 +57,9 @@ class SearchService:
         colour = self.config.colour
         if self.config.backend == "milvus":
             return None  # the app holds no item table to take colours from
+        stored = self.store.colours  # computed at build time: no model run at query time
+        if colour.source == "head" and stored is not None and stored.column == colour.column:
+            return ItemColours.stored(stored.values)
         if colour.column is None or "image_file" not in self.items:
             return None
         return ItemColours(self.colour_features, self.items["image_file"].tolist(),
@@ -129,8 +132,8 @@ class SearchService:
         if len(results) and results["distance"].iloc[0] <= self.config.ui.bands.same_product:
             same = results.iloc[0].to_dict()
             results = results.iloc[1:]
-        best = float(results["distance"].iloc[0]) if len(results) else None
-        if weight:
+        best = float(results["distance"].iloc[0]) if len(results) and same is None else None
+        if weight:  # (a query that is a catalog product is never "no confident match")
             query_colour = (self.colour_features([image])[0]
                             if self.config.colour.source == "histogram"
                             else embedded.probabilities[self.config.colour.column][0])

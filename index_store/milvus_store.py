@@ -203,6 +203,8 @@ class MilvusStore:
     `items` is that sample (the gallery's examples), not the catalog: `size` counts the catalog.
     """
 
+    colours = None  # colour distributions are not stored in Milvus (no colour re-ranking)
+
     def __init__(self, backend: MilvusBackend, meta: dict, version: str) -> None:
         self.backend, self.manifest, self.version = backend, meta["manifest"], version
         self.columns: list[str] = list(meta["columns"])

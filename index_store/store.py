@@ -4,7 +4,7 @@ Layout under the index root::
 
     root/CURRENT                     the name of the version in use (replaced atomically)
     root/versions/<version>/         index.bin + backend json, vectors.npy, items.parquet,
-                                     map.parquet, map_pca.npy, manifest.json
+                                     map.parquet, map_pca.npy, [colours.npy], manifest.json
 
 A version is written under `<version>.tmp`, fsynced and renamed; only then does CURRENT switch,
 so a crash or Ctrl-C mid-save leaves the previous index loadable, and a serving app can watch
@@ -38,6 +38,7 @@ from index_store.base import (
     filtered_query,
     filtered_query_batch,
 )
+from index_store.colours import ItemDistributions
 from index_store.fingerprint import check_fingerprint, plain
 from index_store.map2d import map_sample, pca_2d, project
 from util.files import atomic_write_text, fsync_path
@@ -131,8 +132,9 @@ class IndexStore:
 
     def __init__(self, backend: Backend, vectors: np.ndarray, items: pd.DataFrame,
                  map_xy: pd.DataFrame, map_projection: np.ndarray, manifest: dict,
-                 version: str | None = None) -> None:
+                 version: str | None = None, colours: ItemDistributions | None = None) -> None:
         self.backend, self.vectors, self.items = backend, vectors, items
+        self.colours = colours  # colour-head distributions stored at build time, row-aligned
         self.map, self.map_projection = map_xy, map_projection
         self.manifest, self.version = manifest, version
         self._row_by_id: dict[str, int] | None = None
@@ -145,8 +147,10 @@ class IndexStore:
     def build(cls, vectors: np.ndarray, items: pd.DataFrame, *, backend: str | Backend = "nmslib",
               space: str = "cosinesimil", index_params: Mapping[str, Any] | None = None,
               query_params: Mapping[str, Any] | None = None,
-              manifest: Mapping[str, Any] | None = None) -> IndexStore:
-        """Index vectors (float32 [n, dim]) for items (row-aligned, with an `id` column).
+              manifest: Mapping[str, Any] | None = None,
+              colours: ItemDistributions | None = None) -> IndexStore:
+        """Index vectors (float32 [n, dim]) for items (row-aligned, with an `id` column), and
+        keep the products' `colours` (row-aligned too) when given.
 
         backend: a name from `index_store.backends.BACKENDS` (built with space and params) or an
         unbuilt Backend instance. manifest["fingerprint"] should hold everything that changes the
@@ -155,6 +159,8 @@ class IndexStore:
         """
         matrix = as_matrix(vectors)
         table = _check_items(items, matrix.shape[0])
+        if colours is not None and len(colours.values) != matrix.shape[0]:
+            raise ValueError(f"{len(colours.values)} colour rows for {matrix.shape[0]} vectors")
         if isinstance(backend, str):
             backend = make_backend(backend, space, index_params, query_params)
         started = time.perf_counter()
@@ -169,8 +175,9 @@ class IndexStore:
         info.update(format=FORMAT_VERSION, backend=backend.name, space=backend.space,
                     index_params=dict(backend.index_params),
                     query_params=dict(backend.query_params),
-                    n_items=int(matrix.shape[0]), dim=int(matrix.shape[1]))
-        return cls(backend, matrix, table, map_xy, projection, plain(info))
+                    n_items=int(matrix.shape[0]), dim=int(matrix.shape[1]),
+                    colours=colours.manifest_entry() if colours is not None else None)
+        return cls(backend, matrix, table, map_xy, projection, plain(info), colours=colours)
 
     def save(self, root: Path) -> Path:
         """Write a new version under root and switch CURRENT to it; returns the version folder.
@@ -204,6 +211,8 @@ class IndexStore:
         self.items.to_parquet(folder / ITEMS_FILE, index=False)
         self.map.to_parquet(folder / MAP_FILE, index=False)
         np.save(folder / MAP_PCA_FILE, self.map_projection, allow_pickle=False)
+        if self.colours is not None:
+            self.colours.save(folder)
         self.backend.save(folder)
         files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
         manifest = dict(self.manifest, version=name, files=files,
@@ -253,13 +262,14 @@ class IndexStore:
         _check_file_sizes(folder, manifest)
         try:
             vectors, items, map_xy, projection = _read_arrays(folder, manifest)
+            colours = ItemDistributions.load(folder, manifest.get("colours"), len(vectors))
         except (OSError, ValueError) as error:
             raise IndexCorruptError(f"Index files in {folder} are unreadable: {error}.") \
                 from error
         params = dict(manifest.get("query_params") or {}, **dict(query_params or {}))
         backend = backend_class(manifest["backend"]).load(
             folder, vectors, manifest["space"], manifest.get("index_params") or {}, params)
-        return cls(backend, vectors, items, map_xy, projection, manifest, version)
+        return cls(backend, vectors, items, map_xy, projection, manifest, version, colours)
 
     # querying ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from index_store.bands import calibrate_bands
 from search import SearchService
+from vectorizer.images import open_image
 
 CALIBRATION = {"column": "type", "confident_share": 0.9, "no_match_share": 0.5,
                "min_queries": 5}
@@ -75,3 +77,13 @@ def test_the_build_stores_its_bands_and_a_wrong_kind_of_photo_is_no_confident_ma
     item = service.search_item(str(service.items["id"].iloc[0]), 5)
     assert not item.no_match
     assert item.results["band"].iloc[0] in ("near-duplicate", "similar", "loosely similar")
+
+
+def test_a_photo_of_a_catalog_product_is_never_no_confident_match(demo_env):
+    service = SearchService.load(demo_env.config)
+    item = service.items.iloc[3]
+    photo = open_image(Path(item["image_file"]), 10**7)
+    service.bands = service.bands.model_copy(update={"no_match": 0.0})  # any distance is past it
+    found = service.search_image(photo, 5)
+    assert found.same_product["id"] == item["id"] and not found.no_match
+    assert service.search_image(generated_photo(), 5).no_match

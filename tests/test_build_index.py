@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from copy import copy
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,35 @@ def test_reruns_reuse_vectors_and_new_products_are_the_only_ones_computed(tmp_pa
     assert build(config, rebuild=True, quiet=True)["vectors_computed"] == 160
 
 
+def test_colour_distributions_are_stored_cached_and_rank_like_computing_them(tmp_path,
+                                                                             demo_env):
+    config = catalog_env(tmp_path, demo_env, 40)
+    build(config, quiet=True)
+    service = SearchService.load(config)
+    stored = service.store.colours
+    assert stored.column == "colour" and stored.values.shape == (40, len(
+        service.encoder.classes["colour"]))
+    np.testing.assert_allclose(stored.values.sum(axis=1), 1.0, atol=1e-4)
+    without = copy(service.store)
+    without.colours = None  # an index built before colours were stored: computed on demand
+    lazy = SearchService(config, service.encoder, without)
+    assert lazy.colours is not service.colours
+    for row in (0, 7, 21):
+        np.testing.assert_allclose(lazy.colours.of_rows([row]), service.colours.of_rows([row]),
+                                   atol=1e-4)
+        item_id = service.items["id"].iloc[row]
+        assert (service.search_item(item_id, 8, colour="same").results["id"].tolist()
+                == lazy.search_item(item_id, 8, colour="same").results["id"].tolist())
+    assert build(config, quiet=True)["vectors_computed"] == 0  # both caches answer
+    shutil.rmtree(next(Path(config.paths.vectors_path).glob("*.colour")))
+    assert build(config, quiet=True)["vectors_computed"] == 40  # vectors alone are not enough
+    np.testing.assert_allclose(SearchService.load(config).store.colours.values, stored.values,
+                               atol=1e-5)
+    config.colour.source = "histogram"
+    build(config, quiet=True)
+    assert SearchService.load(config).store.colours is None
+
+
 def test_vectors_of_another_precision_are_never_reused(tmp_path, demo_env):
     config = catalog_env(tmp_path, demo_env, 30, model__precision="fp32")
     assert build(config, quiet=True)["vectors_computed"] == 30
@@ -82,8 +112,10 @@ def test_every_bad_catalog_image_is_skipped_or_converted_without_shifting_rows(t
     for row, item in service.items.iterrows():
         image = __import__("vectorizer.images", fromlist=["open_image"]).open_image(
             Path(item["image_file"]), config.download.max_pixels)
-        vector = service.encoder.embed_images([image]).vectors[0]
-        np.testing.assert_allclose(service.store.vectors[row], vector, atol=1e-4)
+        embedded = service.encoder.embed_images([image])
+        np.testing.assert_allclose(service.store.vectors[row], embedded.vectors[0], atol=1e-4)
+        np.testing.assert_allclose(service.colours.of_rows([row])[0],  # stored at build time
+                                   embedded.probabilities["colour"][0], atol=1e-4)
 
 
 def test_manifest_mismatch_names_what_changed_but_query_settings_do_not(tmp_path, demo_env):

@@ -94,6 +94,7 @@ def test_app_pages_work_on_milvus(milvus_demo, monkeypatch):
     search.run()
     assert_clean(search)
     assert len(result_ids(search)) == config.ann_index.k
+    assert "colour_mode" not in [radio.key for radio in search.radio]  # it would change nothing
     assert {m.label: m.value for m in report.metric}["Indexed"] == str(COUNT)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from index_store import store as store_module
 from index_store.base import IndexCorruptError, IndexMissingError, IndexStaleError
+from index_store.colours import COLOURS_FILE, ItemDistributions
 from index_store.fingerprint import fingerprint_diff
 from index_store.store import (
     CURRENT,
@@ -325,3 +326,21 @@ def test_a_loaded_index_can_be_saved_again(tmp_path):
     loaded.save(tmp_path / "b")
     again = IndexStore.load(tmp_path / "b")
     assert again.search(vectors[3], 5)["id"].tolist() == loaded.search(vectors[3], 5)["id"].tolist()
+
+
+def test_colour_distributions_travel_with_the_version_and_are_checked(tmp_path):
+    vectors, items = catalog(3)
+    values = np.random.default_rng(3).dirichlet(np.ones(5), N).astype(np.float32)
+    with pytest.raises(ValueError, match="colour rows"):
+        IndexStore.build(vectors, items, backend="exact",
+                         colours=ItemDistributions("color", values[:-1]))
+    IndexStore.build(vectors, items, backend="exact",
+                     colours=ItemDistributions("color", values)).save(tmp_path)
+    loaded = IndexStore.load(tmp_path)
+    assert loaded.colours.column == "color" and loaded.manifest["colours"]["classes"] == 5
+    np.testing.assert_array_equal(loaded.colours.values, values)
+    path = tmp_path / VERSIONS / loaded.version / COLOURS_FILE
+    np.save(path, values.reshape(N * 5 // 2, 2))  # the same bytes, another shape
+    with pytest.raises(IndexCorruptError, match=COLOURS_FILE):
+        IndexStore.load(tmp_path)
+    assert IndexStore.build(vectors, items, backend="exact").colours is None

@@ -140,11 +140,16 @@ def test_corrupt_images_are_skipped_without_shifting_rows(demo_env, tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     paths = [str(good[0]), str(tmp_path / "broken.jpg"), str(good[1]),
              str(tmp_path / "missing.jpg"), str(tmp_path / "empty.jpg"), str(good[2])]
-    vectors, reasons = encoder.embed_paths(paths, batch_size=4, workers=0, max_pixels=10**7)
+    vectors, reasons, colours = encoder.embed_paths(paths, batch_size=4, workers=0,
+                                                    max_pixels=10**7, task="colour")
     assert [bool(r) for r in reasons] == [False, True, False, True, True, False]
-    assert np.isnan(vectors[[1, 3, 4]]).all()
-    alone, _ = encoder.embed_paths([str(good[1])], batch_size=1, workers=0, max_pixels=10**7)
-    np.testing.assert_allclose(vectors[2], alone[0], atol=1e-5)
+    assert np.isnan(vectors[[1, 3, 4]]).all() and np.isnan(colours[[1, 3, 4]]).all()
+    alone = encoder.embed_paths([str(good[1])], batch_size=1, workers=0, max_pixels=10**7,
+                                task="colour")
+    np.testing.assert_allclose(vectors[2], alone.vectors[0], atol=1e-5)
+    np.testing.assert_allclose(colours[2], alone.task_probabilities[0], atol=1e-5)
+    assert encoder.embed_paths(paths[:1], batch_size=1, workers=0,
+                               max_pixels=10**7).task_probabilities is None
 
 
 def test_bf16_vectors_stay_faithful(demo_env):

@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +31,12 @@ class Embedded:
     vectors: np.ndarray          # [n, dim] float32, unit length
     predictions: list[Prediction]
     probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # task → [n, classes]
+
+
+class PathVectors(NamedTuple):
+    vectors: np.ndarray                  # [n, dim] float32, NaN rows where an image failed
+    reasons: list[str]                   # '' or why the image was skipped
+    task_probabilities: np.ndarray | None = None  # [n, classes] of the asked task, NaN rows too
 
 
 class Encoder:
@@ -95,18 +102,31 @@ class Encoder:
         return predictions
 
     def embed_paths(self, paths: list[str], *, batch_size: int, workers: int, max_pixels: int,
-                    progress: str | None = None) -> tuple[np.ndarray, list[str]]:
-        """Vectors for image files in order; a failed image gets a NaN row and its reason."""
+                    progress: str | None = None, task: str | None = None) -> PathVectors:
+        """Vectors for image files in order (and `task`'s class probabilities when asked); a
+        failed image gets NaN rows and its reason."""
         vectors: np.ndarray | None = None
+        scores: np.ndarray | None = None
         reasons = [""] * len(paths)
         for images, indices, batch_reasons in iterate_batches(
                 paths, self.preprocess, batch_size=batch_size, workers=workers,
                 max_pixels=max_pixels, progress=progress):
-            batch_vectors, _ = self.forward(images)
+            batch_vectors, probabilities = self.forward(images)
             if vectors is None:
-                vectors = np.full((len(paths), batch_vectors.shape[1]), np.nan, np.float32)
-            for position, (index, reason) in enumerate(zip(indices, batch_reasons, strict=True)):
+                vectors = _nan_rows(len(paths), batch_vectors.shape[1])
+                scores = _nan_rows(len(paths), probabilities[task].shape[1]) if task else None
+            good = [(index, position) for position, (index, reason)
+                    in enumerate(zip(indices, batch_reasons, strict=True)) if not reason]
+            for index, reason in zip(indices, batch_reasons, strict=True):
                 reasons[index] = reason
-                if not reason:
-                    vectors[index] = batch_vectors[position]
-        return (vectors if vectors is not None else np.zeros((0, 0), np.float32)), reasons
+            if good:
+                rows, positions = (list(part) for part in zip(*good, strict=True))
+                vectors[rows] = batch_vectors[positions]
+                if scores is not None:
+                    scores[rows] = probabilities[task][positions]
+        return PathVectors(vectors if vectors is not None else np.zeros((0, 0), np.float32),
+                           reasons, scores)
+
+
+def _nan_rows(count: int, width: int) -> np.ndarray:
+    return np.full((count, width), np.nan, np.float32)
