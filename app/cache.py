@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app.display import thumbnail_bytes
+from app.display import gallery_rows, thumbnail_bytes
 from index_store.store import MAP_MAX_POINTS
 from query_crop import parse_crop
 from search import SearchResponse, SearchService
@@ -51,6 +51,15 @@ def file_thumbnail(path: str, modified_ns: int, max_pixels: int) -> bytes | None
         return thumbnail_bytes(open_image(Path(path), max_pixels))
     except ImageError:
         return None
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def gallery_examples(_service: SearchService, service_key: str) -> list[int]:
+    """The example gallery's item rows, chosen once per loaded service (it sorts the catalog)."""
+    config = _service.config
+    column = config.task_columns[0] if config.task_columns else None
+    return gallery_rows(_service.items, config.ui.gallery_size, column, config.ui.gallery_seed,
+                        config.ui.gallery_classes)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)

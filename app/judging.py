@@ -41,11 +41,11 @@ def judge_buttons(service: SearchService, item: dict, context: dict, prefix: str
     """👍 / 👎 for one result card; the chosen one is highlighted."""
     item_id = str(item["id"])
     given = st.session_state.setdefault("verdicts", {}).get(verdict_key(context, item_id))
-    up, down = st.columns(2)
-    up.button(":material/thumb_up:", key=f"{prefix}_up_{item_id}", width="stretch",
+    row = st.container(horizontal=True, gap="small")  # one block, not three (a lighter page)
+    row.button(":material/thumb_up:", key=f"{prefix}_up_{item_id}", width="stretch",
               help="A good match", type="primary" if given == 1 else "secondary",
               on_click=record, args=(service, context, item, 1))
-    down.button(":material/thumb_down:", key=f"{prefix}_down_{item_id}", width="stretch",
+    row.button(":material/thumb_down:", key=f"{prefix}_down_{item_id}", width="stretch",
                 help="A wrong match", type="primary" if given == -1 else "secondary",
                 on_click=record, args=(service, context, item, -1))
 

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.cache import content_thumbnail, fetch_url, item_thumbnail, search_content
+from app.cache import (
+    content_thumbnail,
+    fetch_url,
+    gallery_examples,
+    item_thumbnail,
+    search_content,
+)
 from app.crop import crop_tool, cropped_thumbnail
-from app.display import filters_key, gallery_rows, md
+from app.display import filters_key, md
 from app.judging import judge_context
 from app.state import current_colour, search_with_item, share_link, submit_upload, submit_url
 from app.widgets import (
@@ -26,6 +32,8 @@ from vectorizer.images import ImageError
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif"]
 GALLERY_PER_ROW = 6
+EXAMPLES_TAB = ":material/photo_library: Pick an example"
+INPUT_TABS = [":material/link: Paste a link", ":material/upload: Upload a photo", EXAMPLES_TAB]
 
 
 def search_page(service: SearchService, service_key: str) -> None:
@@ -50,9 +58,7 @@ def shareable(found: Found | None, query: dict) -> Found | None:
 
 
 def query_inputs(service: SearchService, service_key: str) -> None:
-    link, upload, examples = st.tabs([":material/link: Paste a link",
-                                      ":material/upload: Upload a photo",
-                                      ":material/photo_library: Pick an example"])
+    link, upload, examples = st.tabs(INPUT_TABS, key="input_tab", on_change="rerun")
     with link:
         text, button = st.columns([6, 1], vertical_alignment="bottom")
         text.text_input("Product page or image link", key="url_input", on_change=submit_url,
@@ -66,14 +72,12 @@ def query_inputs(service: SearchService, service_key: str) -> None:
         st.file_uploader("A product photo (PNG, JPEG, WebP or GIF)", type=UPLOAD_TYPES,
                          key="upload", on_change=submit_upload)
     with examples:
-        gallery(service)
+        if examples.open:  # the gallery is sent only while its tab is open (a lighter page)
+            gallery(service, service_key)
 
 
-def gallery(service: SearchService) -> None:
-    config = service.config
-    column = config.task_columns[0] if config.task_columns else None
-    rows = gallery_rows(service.items, config.ui.gallery_size, column, config.ui.gallery_seed,
-                       config.ui.gallery_classes)
+def gallery(service: SearchService, service_key: str) -> None:
+    rows = gallery_examples(service, service_key)
     if not rows:
         st.caption("No examples configured (ui.gallery_size is 0).")
         return

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 KEEP_SERVICES = 2  # the serving version and the one that replaces it
 RETRY_AFTER_S = 10  # a failed load is tried again by a request this long after it began
+RACY_S = 2  # a config file modified this recently is read again on every request
 
 
 @dataclass
@@ -72,6 +73,7 @@ class ServiceLoader:
         self._lock = threading.Lock()
         self._loads: dict[str, Loading] = {}
         self._serving: dict[str, str] = {}  # config path -> key of its newest ready service
+        self._configs: dict[str, tuple[tuple, tuple[AppConfig, str]]] = {}  # path -> (stat, read)
 
     def request(self, path: Path) -> Answer:
         """The service for this config file's content and current index version.
@@ -79,7 +81,7 @@ class ServiceLoader:
         The first request for a version starts loading it; while it loads, the newest ready
         version of the same config keeps serving (a rebuild never blanks the app)."""
         try:
-            config, digest = read_config(path)
+            config, digest = self._read_config(path)
             version = index_version(config)
         except Exception as error:  # a config problem is a message, never a traceback
             log.warning("config %s: %s", path, error)
@@ -97,6 +99,24 @@ class ServiceLoader:
         if fallback is not None and fallback.service is not None:
             return Answer(service=fallback.service, key=fallback.key, loading=loading)
         return Answer(key=key, loading=loading)
+
+    def _read_config(self, path: Path) -> tuple[AppConfig, str]:
+        """read_config, parsed again only when the file changed (size, mtime, inode); a file
+        changed in the last RACY_S seconds is always read (its mtime may not have moved yet)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return read_config(path)  # says what is wrong with the path
+        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        with self._lock:
+            known = self._configs.get(str(path))
+        if known is not None and known[0] == signature:
+            return known[1]
+        read = read_config(path)
+        if time.time_ns() - stat.st_mtime_ns > RACY_S * 1e9:
+            with self._lock:
+                self._configs[str(path)] = (signature, read)
+        return read
 
     def wait(self, path: Path, timeout_s: float = 120) -> Answer:
         """Like request, but for the config's current version to finish loading (tests, scripts)."""

@@ -80,7 +80,7 @@ def sidebar(service: SearchService, service_key: str) -> None:
                                key=f"filter_{column}", placeholder="Any",
                                persist_state="session")
         sync_control_params(config)
-        if config.colour.column:
+        if service.colours is not None:  # none configured, or none to re-rank with (milvus)
             st.radio("Colour", list(MODES), format_func=MODES.get, key="colour_mode",
                      index=list(MODES).index(config.colour.default), horizontal=True,
                      help="Any colour: shape and style only as the model sees them; similar / "
@@ -195,8 +195,9 @@ def result_card(service: SearchService, item: dict, reference: dict[str, str],
         show_thumbnail(item_thumbnail(service, item.get("image_file")),
                        f"Result: {item.get('name', '')}")
         st.markdown(f"**{md(item.get('name', ''))}**")
-        st.caption(f"id {md(item_id)} · distance {float(item['distance']):.3f}")
-        st.badge(str(item.get("band", "")), color=BAND_COLORS.get(item.get("band"), "gray"))
+        band = str(item.get("band", ""))
+        st.caption(f"id {md(item_id)} · distance {float(item['distance']):.3f} "
+                   f":{BAND_COLORS.get(band, 'gray')}-badge[{md(band)}]")  # one element
         labels = label_line(item, label_fields, reference)
         if labels:
             st.caption(labels)

@@ -39,7 +39,7 @@ RESULTS_OR_ERROR = """k => {
   if (document.querySelector('[data-testid="stException"], [data-testid="stAlertContentError"]'))
     return true;
   const shown = [...document.querySelectorAll('p')]
-    .filter(p => /distance \\d+\\.\\d{3}/.test(p.textContent)).length;
+    .filter(p => / · distance \\d+\\.\\d{3}/.test(p.textContent)).length;  // result cards only
   const images = [...document.images].filter(i => i.alt.startsWith('Result: '));
   return shown === k && images.length === k && images.every(i => i.complete && i.naturalWidth > 0);
 }"""

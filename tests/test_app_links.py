@@ -23,6 +23,7 @@ from tests.test_front_end import (
     search_url,
     use_config,
     variant_config,
+    with_examples,
 )
 
 FIELDS = ["garment", "colour", "pattern", "gender"]
@@ -166,7 +167,7 @@ def test_filter_labels_are_readable_and_configurable(demo_env, tmp_path, monkeyp
 
 
 def test_gallery_opens_on_the_most_common_classes(demo_app, demo_env):
-    at = demo_app.run()
+    at = with_examples(demo_app).run()
     items = catalog(demo_env)
     shown = [b.key.removeprefix("example_") for b in at.button
              if b.key and b.key.startswith("example_")]
@@ -179,7 +180,7 @@ def test_gallery_opens_on_the_configured_classes(demo_env, tmp_path, monkeypatch
     items = catalog(demo_env)
     rare = items["garment"].value_counts().index[-1]
     config = variant_config(demo_env, tmp_path, ui__gallery_classes=[rare, "No such class"])
-    at = app_for(config, monkeypatch).run()
+    at = with_examples(app_for(config, monkeypatch)).run()
     assert_clean(at)
     shown = [b.key.removeprefix("example_") for b in at.button
              if b.key and b.key.startswith("example_")]

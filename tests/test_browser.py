@@ -91,9 +91,10 @@ def test_paste_a_link_and_see_results(app_url, catalog_images, demo_env, page, t
     distances = page.get_by_text(DISTANCE)
     wait_for_results(page, k)
     results = page.locator('img[alt^="Result: "]')
-    page.wait_for_function(
-        "() => [...document.images].filter(i => i.alt.startsWith('Result: '))"
-        ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(  # images may follow the text (their renderer loads on first use)
+        "k => { const shown = [...document.images].filter(i => i.alt.startsWith('Result: '));"
+        " return shown.length === k && shown.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=k)
     assert results.count() == k
     assert all(results.nth(i).is_visible() for i in range(k))
     assert distances.count() == k

@@ -53,9 +53,9 @@ def shot(tab, tmp_path: Path, name: str) -> Path:
 
 def wait_for_results(tab) -> None:
     tab.get_by_text(DISTANCE).first.wait_for()
-    tab.wait_for_function(
-        "() => [...document.images].filter(i => i.alt.startsWith('Result: '))"
-        ".every(i => i.complete && i.naturalWidth > 0)")
+    tab.wait_for_function(  # images may follow the text (their renderer loads on first use)
+        "() => { const shown = [...document.images].filter(i => i.alt.startsWith('Result: '));"
+        " return shown.length > 0 && shown.every(i => i.complete && i.naturalWidth > 0); }")
 
 
 def test_crop_then_search_then_thumbs_up(app_url, photo_url, demo_env, page,  # noqa: F811

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 import front_end
 import search
 from app import display
-from app.service_loader import LOADER
+from app.search_page import EXAMPLES_TAB
+from app.service_loader import LOADER, ServiceLoader
 from index_store.store import IndexStore, current_version
 from tests.fixtures_demo import ROOT, DemoEnv, write_demo_config
 from tests.fixtures_http import make_test_image
@@ -27,6 +30,12 @@ DISTANCE = re.compile(r"distance \d+\.\d{3}")
 def demo_app(demo_env: DemoEnv, monkeypatch) -> AppTest:
     """The app on the demo config (chosen with $VSEARCH_CONFIG, as AppTest has no argv)."""
     return app_for(demo_env.config_path, monkeypatch)
+
+
+def with_examples(at: AppTest) -> AppTest:
+    """The app with the "Pick an example" tab open (the gallery is sent only then)."""
+    at.session_state["input_tab"] = EXAMPLES_TAB
+    return at
 
 
 def app_for(config_path: Path, monkeypatch) -> AppTest:
@@ -178,9 +187,12 @@ def test_upload_png_works(demo_app, demo_env):
 
 def test_gallery_example_searches_with_that_product(demo_app, demo_env):
     at = demo_app.run()
+    assert not [b for b in at.button if b.key and b.key.startswith("example_")]  # tab closed
+    at = with_examples(at).run()
     examples = [b.key for b in at.button if b.key and b.key.startswith("example_")]
     assert len(examples) == demo_env.config.ui.gallery_size
-    assert examples == [b.key for b in AppTest.from_file(APP, default_timeout=60).run().button
+    again = with_examples(AppTest.from_file(APP, default_timeout=60)).run()
+    assert examples == [b.key for b in again.button
                         if b.key and b.key.startswith("example_")]  # deterministic
     item_id = examples[0].removeprefix("example_")
     at.button(key=examples[0]).click().run()
@@ -339,6 +351,20 @@ def test_loader_serves_the_old_version_while_a_rebuilt_one_loads(demo_env, tmp_p
     assert after.key.endswith(current_version(index)) and after.key != first.key
     assert during.loading is not None  # the rebuilt version is loading in the background...
     assert during.service is first.service  # ...while the old one serves: never a blank page
+
+
+def test_an_unchanged_config_is_parsed_once_and_an_edited_one_again(demo_env, tmp_path):
+    config = variant_config(demo_env, tmp_path).resolve()
+    old = time.time() - 600
+    os.utime(config, (old, old))
+    loader = ServiceLoader()
+    first = loader.request(config).key
+    parsed = loader._configs[str(config)][1][0]
+    assert loader.request(config).key == first
+    assert loader._configs[str(config)][1][0] is parsed  # not parsed again
+    config.write_text(config.read_text().replace("title: Visual similarity search",
+                                                 "title: Edited"))
+    assert loader.request(config).key != first  # just written: read again, not from the cache
 
 
 def test_missing_config_is_a_message(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from tests.test_front_end import (
     search_url,
     use_config,
     variant_config,
+    with_examples,
 )
 
 
@@ -153,7 +154,7 @@ def test_a_photo_of_the_wrong_kind_of_product_says_no_confident_match(demo_app, 
 
 def test_the_colour_control_reranks(demo_app, demo_env):
     items = catalog(demo_env)
-    at = demo_app.run()
+    at = with_examples(demo_app).run()
     example = next(b.key for b in at.button if b.key and b.key.startswith("example_"))
     at.button(key=example).click().run()
     assert at.radio(key="colour_mode").value == "similar"
