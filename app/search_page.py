@@ -71,8 +71,9 @@ def query_inputs(service: SearchService, service_key: str) -> None:
     with upload:
         st.file_uploader("A product photo (PNG, JPEG, WebP or GIF)", type=UPLOAD_TYPES,
                          key="upload", on_change=submit_upload)
-    with examples:
-        if examples.open:  # the gallery is sent only while its tab is open (a lighter page)
+    with examples:  # sent while its tab is open, or (hidden) on a page with no query yet, so
+        # that the browser has the image renderer and thumbnails before the first search
+        if examples.open or not st.session_state.get("query"):
             gallery(service, service_key)
 
 

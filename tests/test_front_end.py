@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import front_end
 import search
 from app import display
-from app.search_page import EXAMPLES_TAB
+from app.search_page import EXAMPLES_TAB, INPUT_TABS
 from app.service_loader import LOADER, ServiceLoader
 from index_store.store import IndexStore, current_version
 from tests.fixtures_demo import ROOT, DemoEnv, write_demo_config
@@ -186,13 +186,10 @@ def test_upload_png_works(demo_app, demo_env):
 
 
 def test_gallery_example_searches_with_that_product(demo_app, demo_env):
-    at = demo_app.run()
-    assert not [b for b in at.button if b.key and b.key.startswith("example_")]  # tab closed
-    at = with_examples(at).run()
+    at = demo_app.run()  # no query yet: the gallery is on the page (its tab closed)
     examples = [b.key for b in at.button if b.key and b.key.startswith("example_")]
     assert len(examples) == demo_env.config.ui.gallery_size
-    again = with_examples(AppTest.from_file(APP, default_timeout=60)).run()
-    assert examples == [b.key for b in again.button
+    assert examples == [b.key for b in AppTest.from_file(APP, default_timeout=60).run().button
                         if b.key and b.key.startswith("example_")]  # deterministic
     item_id = examples[0].removeprefix("example_")
     at.button(key=examples[0]).click().run()
@@ -200,6 +197,10 @@ def test_gallery_example_searches_with_that_product(demo_app, demo_env):
     ids = result_ids(at)
     assert len(ids) == demo_env.config.ann_index.k and item_id not in ids
     assert at.query_params["item"] == item_id
+    at.session_state["input_tab"] = INPUT_TABS[0]  # "Paste a link", with these results shown
+    at.run()
+    assert result_ids(at) == ids
+    assert not [b for b in at.button if b.key and b.key.startswith("example_")]  # not re-sent
 
 
 # ---------------------------------------------------------------- controls and actions
