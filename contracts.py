@@ -43,6 +43,7 @@ class CheckpointMeta(Record):
     preprocess: dict[str, Any]
     embedding_dim: int
     head_type: str
+    head_scale: float = 16.0  # checkpoints before the key was added were trained with 16
     layer_to_get_input: str
     tasks: dict[str, list[Any]]  # class names per task, in the heads' order
     split: dict[str, Any] = Field(default_factory=dict)

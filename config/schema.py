@@ -43,6 +43,7 @@ class ModelConfig(Section):
     batch_size: int = Field(default=128, ge=1, le=4096)
     embedding_dim: int = Field(default=0, ge=0, le=8192)
     head_type: Literal["linear", "cosine"] = "cosine"
+    head_scale: float = Field(default=16.0, gt=0, le=100)  # cosine heads: logits = scale x cosine
     pretrained_weights: str | None = None
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     num_workers: int = Field(default=2, ge=0, le=64)

@@ -120,6 +120,29 @@ def test_config_conflicting_with_checkpoint_names_the_key(demo_env):
     assert "model.backbone: config says 'resnet50'" in message and "'resnet18'" in message
 
 
+def test_the_head_scale_travels_in_the_checkpoint_and_is_checked(demo_env, tmp_path):
+    import torch
+
+    model, meta = load_checkpoint(demo_env.config.paths.trained_model_path)
+    assert meta.get("head_scale", 16.0) == 16.0 and model.heads.scale == 16.0  # the default
+    older = {key: value for key, value in meta.items() if key != "head_scale"}
+    model.heads.scale = 10.0  # a model trained with head_scale: 10
+    loaded_meta = assert_round_trip_identical(model, {**older, "head_scale": 10.0},
+                                              tmp_path / "scale10.pt", size=32)
+    copy, _ = load_checkpoint(tmp_path / "scale10.pt")
+    assert copy.heads.scale == 10.0 and loaded_meta["head_scale"] == 10.0
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.inference_mode():  # the scale is a softmax temperature: logits follow it
+        torch.testing.assert_close(copy(images)["colour"] * 1.6, load_checkpoint(
+            demo_env.config.paths.trained_model_path)[0](images)["colour"])
+    config = demo_env.fresh_config()
+    message = str(pytest.raises(ConfigError, check_config_matches, config, loaded_meta,
+                                Path("m")).value)
+    assert "model.head_scale: config says 16.0" in message and "10.0" in message
+    config.model.head_scale = 10.0
+    check_config_matches(config, loaded_meta, Path("m"))
+
+
 def test_encoder_vectors_are_unit_length_with_predictions(demo_env):
     from PIL import Image
 

@@ -24,7 +24,7 @@ def build_model(meta: CheckpointMeta) -> MultiTaskNet:
     preprocess = Preprocess.from_dict(meta.preprocess)
     classes = {task: len(names) for task, names in meta.tasks.items()}
     return MultiTaskNet(meta.backbone, classes, meta.embedding_dim, meta.head_type,
-                        preprocess.mean, preprocess.std)
+                        preprocess.mean, preprocess.std, meta.head_scale)
 
 
 def save_checkpoint(path: Path, model: MultiTaskNet, meta: dict) -> None:
@@ -69,6 +69,7 @@ def check_config_matches(config: AppConfig, meta: CheckpointMeta | dict, path: P
         "model.layer_to_get_input": (config.model.layer_to_get_input, meta.layer_to_get_input),
         "model.embedding_dim": (config.model.embedding_dim, meta.embedding_dim),
         "model.head_type": (config.model.head_type, meta.head_type),
+        "model.head_scale": (config.model.head_scale, meta.head_scale),
         "model.pretrained_weights": (config.model.pretrained_weights, meta.pretrained_weights),
     }
     for key, (configured, trained) in pairs.items():

@@ -22,7 +22,8 @@ class ModelError(ValueError):
 class TaskHeads(nn.Module):
     """One classifier per task. Their common input is the product vector."""
 
-    def __init__(self, dim: int, classes_per_task: dict[str, int], head_type: str) -> None:
+    def __init__(self, dim: int, classes_per_task: dict[str, int], head_type: str,
+                 scale: float = 16.0) -> None:
         super().__init__()
         self.head_type = head_type
         self.task_names = list(classes_per_task)
@@ -30,7 +31,7 @@ class TaskHeads(nn.Module):
             module_key(task): nn.Linear(dim, count, bias=head_type == "linear")
             for task, count in classes_per_task.items()
         })
-        self.scale = 16.0
+        self.scale = scale  # cosine heads: logits = scale x cosine (a softmax temperature)
 
     def forward(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.head_type == "cosine":
@@ -45,7 +46,7 @@ class MultiTaskNet(nn.Module):
     """uint8 images in, logits per task out; the vector is the input of `heads`."""
 
     def __init__(self, backbone: str, classes_per_task: dict[str, int], embedding_dim: int,
-                 head_type: str, mean: tuple, std: tuple) -> None:
+                 head_type: str, mean: tuple, std: tuple, head_scale: float = 16.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
@@ -55,7 +56,8 @@ class MultiTaskNet(nn.Module):
                                            nn.BatchNorm1d(embedding_dim))
         else:
             self.embedding = nn.Identity()
-        self.heads = TaskHeads(embedding_dim or feature_dim, classes_per_task, head_type)
+        self.heads = TaskHeads(embedding_dim or feature_dim, classes_per_task, head_type,
+                               head_scale)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         normalized = (images.float() - self.mean) / self.std

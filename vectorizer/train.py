@@ -48,6 +48,7 @@ def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
         "input_size": config.model.input_size,
         "embedding_dim": config.model.embedding_dim,
         "head_type": config.model.head_type,
+        **({"head_scale": config.model.head_scale} if config.model.head_scale != 16.0 else {}),
         **({"trim_border": True} if config.model.trim_border else {}),  # older models lack it
         **({"pretrained_weights": config.model.pretrained_weights}
            if config.model.pretrained_weights else {}),
@@ -85,7 +86,7 @@ class Trainer:
         self.model = MultiTaskNet(
             config.model.backbone, {task: len(names) for task, names in self.classes.items()},
             config.model.embedding_dim, config.model.head_type,
-            self.preprocess.mean, self.preprocess.std)
+            self.preprocess.mean, self.preprocess.std, config.model.head_scale)
         self.init_note = load_into(self.model.backbone, config.model.backbone,
                                    config.model.pretrained_weights)
         self.frozen = freeze_stages(self.model.backbone, training.freeze_stages)
@@ -176,6 +177,7 @@ class Trainer:
             "preprocess": self.preprocess.to_dict(),
             "embedding_dim": self.config.model.embedding_dim,
             "head_type": self.config.model.head_type,
+            "head_scale": self.config.model.head_scale,
             "layer_to_get_input": self.config.model.layer_to_get_input,
             "tasks": self.classes,
             "rare_classes": self.rare_report,
