@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from config.schema import AppConfig
 from vectorizer.augment import augment
+from vectorizer.budget import Plan
 from vectorizer.encoder import Encoder
 from vectorizer.model import build_backbone
 from vectorizer.pretrained import load_into, normalisation
@@ -29,11 +30,14 @@ def single_task_config(config: AppConfig, task: str) -> AppConfig:
     return config.model_copy(update={"training": training})
 
 
-def train_single_task(config: AppConfig, items, task: str, epochs: int) -> tuple[Trainer, dict]:
-    """Train the backbone on `task` alone with the multitask recipe; the last epoch is kept."""
+def train_single_task(config: AppConfig, items, task: str, epochs: int,
+                      steps: int | None = None) -> tuple[Trainer, dict]:
+    """Train the backbone on `task` alone with the multitask recipe for `steps` optimizer steps
+    (default: `epochs` whole epochs); the last epoch is kept."""
     trainer = Trainer(single_task_config(config, task), items, epochs, progress=True)
+    trainer.schedule(Plan(steps or trainer.plan.steps, trainer.steps_per_epoch))
     began, history = time.perf_counter(), []
-    for epoch in range(epochs):
+    for epoch in range(trainer.plan.epochs):
         loss = trainer.train_epoch(epoch)
         scores = trainer.validate()
         history.append({"epoch": epoch + 1, "loss": loss, "val": scores})

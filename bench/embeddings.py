@@ -78,8 +78,10 @@ def markdown(rows: list[dict], k: int, tasks: list[str]) -> str:
 
 
 def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows: np.ndarray,
-                      autoencoder: bool) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
-    """Train the single-task classifier (and the autoencoder) on the model's training split."""
+                      autoencoder: bool, same_steps: bool
+                      ) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
+    """Train the single-task classifier (and the autoencoder) on the model's training split;
+    `same_steps`: as many optimizer steps as the model took (a time budget may have cut them)."""
     from bench.baselines import (
         autoencoder_vectors,
         single_task_encoder,
@@ -87,7 +89,8 @@ def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows:
         train_single_task,
     )
     task = next(iter(encoder.meta["tasks"]))
-    trainer, single_report = train_single_task(config, items, task, epochs)
+    steps = encoder.meta.get("plan", {}).get("steps") if same_steps else None
+    trainer, single_report = train_single_task(config, items, task, epochs, steps)
     images = trainer.images[torch.from_numpy(subset_rows)]
     backbone = encoder.meta["backbone"]
     vectors = {f"single-task {backbone} ({task} only) penultimate":
@@ -146,8 +149,9 @@ def main() -> int:
     epochs = args.epochs or (1 if args.quick else int(trained_epochs))
     learned, training_report = {}, None
     if args.baselines:
-        learned, training_report, images = learned_baselines(config, items, encoder, epochs, rows,
-                                                             args.autoencoder)
+        learned, training_report, images = learned_baselines(
+            config, items, encoder, epochs, rows, args.autoencoder,
+            same_steps=not (args.epochs or args.quick))
     else:
         images, _ = load_all(subset["image_ref"].tolist(), encoder.preprocess, batch_size=256,
                              workers=config.model.num_workers,

@@ -60,6 +60,7 @@ class TaskConfig(Section):
 class TrainingConfig(Section):
     tasks: list[TaskConfig] = Field(min_length=1)
     epochs: int = Field(default=16, ge=1, le=1000)
+    max_minutes: float | None = Field(default=None, gt=0, le=100000)
     lr: float = Field(default=2e-3, gt=0, le=10)
     weight_decay: float = Field(default=0.05, ge=0, le=10)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)

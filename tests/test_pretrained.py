@@ -11,7 +11,14 @@ from tests.fixtures_demo import assert_round_trip_identical
 from vectorizer import pretrained
 from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.encoder import Encoder
-from vectorizer.model import ModelError, MultiTaskNet, build_backbone, freeze_stages
+from vectorizer.model import (
+    ModelError,
+    MultiTaskNet,
+    SmallMapDepthwiseConv,
+    build_backbone,
+    freeze_stages,
+    pad_small_depthwise_maps,
+)
 from vectorizer.pretrained import PretrainedError, load_into, normalisation
 
 LITE0 = pretrained.IMAGENET_WEIGHTS["efficientnet_lite0"]
@@ -113,6 +120,22 @@ def test_frozen_stages_keep_their_weights_and_statistics():
     assert not torch.equal(late, model.backbone.blocks[5][0].conv_pw.weight)
     with pytest.raises(ModelError, match=r"training\.freeze_stages: 99"):
         freeze_stages(model.backbone, 99)
+
+
+def test_depthwise_convolutions_padded_apart_give_the_same_outputs_and_gradients():
+    plain, switched = lite_net(embedding_dim=8).train(), lite_net(embedding_dim=8).train()
+    assert pad_small_depthwise_maps(switched) == 12  # the stride-1 depthwise convs of Lite0
+    assert isinstance(switched.backbone.blocks[5][1].conv_dw, SmallMapDepthwiseConv)
+    assert switched.state_dict().keys() == plain.state_dict().keys()
+    images = torch.randint(0, 255, (3, 3, 64, 64), dtype=torch.uint8)  # 2x2 maps: 5x5 padded apart
+    grads = []
+    for model in (plain, switched):
+        logits = model(images)
+        (logits["colour"].square().sum() + logits["garment"].sum()).backward()
+        grads.append((logits["colour"].detach(), model.backbone.blocks[5][1].conv_dw.weight.grad,
+                      model.backbone.blocks[2][0].conv_dw.weight.grad))
+    for before, after in zip(*grads, strict=True):
+        torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
 
 
 def test_lite_checkpoint_round_trip_keeps_weights_and_preprocessing(tmp_path):

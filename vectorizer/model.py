@@ -124,6 +124,37 @@ def freeze_stages(network: nn.Module, count: int) -> list[nn.Module]:
     return stages[:count]
 
 
+class SmallMapDepthwiseConv(nn.Conv2d):
+    """A depthwise convolution that pads in a separate step when its padding rivals the map.
+
+    oneDNN's AVX2 kernels have no depthwise weight-gradient path for a padding that large (a 5x5
+    kernel on EfficientNet-Lite's 3x3 maps at 96 px) and fall back to a gemm that took 480 ms of
+    a 2.5 s training step on the AMD EPYC machine; padded first, the same convolution takes a
+    third of the time. Same outputs and gradients; on larger maps the plain convolution is faster.
+    """
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pad_h, pad_w = self.padding
+        if images.shape[-2] > 2 * pad_h and images.shape[-1] > 2 * pad_w:
+            return super().forward(images)
+        padded = functional.pad(images, (pad_w, pad_w, pad_h, pad_h))
+        return functional.conv2d(padded, self.weight, self.bias, self.stride, 0,
+                                 self.dilation, self.groups)
+
+
+def pad_small_depthwise_maps(network: nn.Module) -> int:
+    """Switch the zero-padded depthwise convolutions to `SmallMapDepthwiseConv` (for training);
+    parameter names and the state_dict stay the same. Returns how many were switched."""
+    switched = 0
+    for module in network.modules():
+        if (type(module) is nn.Conv2d and module.groups > 1
+                and module.groups == module.in_channels and module.padding_mode == "zeros"
+                and isinstance(module.padding, tuple) and any(module.padding)):
+            module.__class__ = SmallMapDepthwiseConv
+            switched += 1
+    return switched
+
+
 def last_linear(network: nn.Module) -> tuple[str, nn.Linear]:
     linears = [(name, module) for name, module in network.named_modules()
                if isinstance(module, nn.Linear)]

@@ -7,6 +7,8 @@ import logging
 import math
 import sys
 import time
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from config import AppConfig, ConfigError, load_config
 from ingest.catalog import CatalogError, load_catalog, localize_images
 from util.files import atomic_path
 from vectorizer.augment import augment
+from vectorizer.budget import BudgetError, Plan, plan_run
 from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vectorizer.dataset import load_all
 from vectorizer.device import (
@@ -31,7 +34,7 @@ from vectorizer.device import (
 )
 from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
-from vectorizer.model import ModelError, MultiTaskNet, freeze_stages
+from vectorizer.model import ModelError, MultiTaskNet, freeze_stages, pad_small_depthwise_maps
 from vectorizer.preprocess import Preprocess
 from vectorizer.pretrained import PretrainedError, load_into, normalisation
 
@@ -66,8 +69,10 @@ def stored_identity(path: Path) -> dict | None:
 class Trainer:
     """Holds the data, the model and the optimiser for one training run."""
 
+    mean_sample = MEAN_SAMPLE
+
     def __init__(self, config: AppConfig, items: pd.DataFrame, epochs: int, progress: bool):
-        self.config, self.items, self.epochs, self.progress = config, items, epochs, progress
+        self.config, self.items, self.max_epochs, self.progress = config, items, epochs, progress
         training = config.training
         self.device = pick_device()
         self.precision = resolve_precision(config.model.precision, self.device)
@@ -90,13 +95,24 @@ class Trainer:
         self.init_note = load_into(self.model.backbone, config.model.backbone,
                                    config.model.pretrained_weights)
         self.frozen = freeze_stages(self.model.backbone, training.freeze_stages)
+        pad_small_depthwise_maps(self.model)  # a faster weight gradient on AVX2 CPUs
         self.model.to(self.device, memory_format=torch.channels_last)
         self.steps_per_epoch = max(1, len(self.train_rows) // config.model.batch_size)
         groups = parameter_groups(self.model, training.lr, training.backbone_lr_factor)
         self.optimizer = torch.optim.AdamW(groups, weight_decay=training.weight_decay)
+        self.peak_lrs = [group["lr"] for group in groups]
+        self.plan = Plan(epochs * self.steps_per_epoch, self.steps_per_epoch)
+        self.scheduler = None
+
+    def schedule(self, plan: Plan, done_steps: int = 0) -> None:
+        """One-cycle learning rates over the planned steps, moved on past those already done."""
+        self.plan = plan
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=[group["lr"] for group in groups],
-            total_steps=self.steps_per_epoch * epochs, pct_start=0.2)
+            self.optimizer, max_lr=self.peak_lrs, total_steps=plan.steps, pct_start=0.2)
+        with warnings.catch_warnings():  # moving on without optimizer steps is the point here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(done_steps):
+                self.scheduler.step()
 
     def train_mode(self) -> None:
         """Train mode, except the frozen stages: their BatchNorm statistics stay as loaded."""
@@ -133,42 +149,52 @@ class Trainer:
                     label_smoothing=self.config.training.label_smoothing)
         return total
 
+    def step(self, model: MultiTaskNet, optimizer: torch.optim.Optimizer, rows: torch.Tensor,
+             generator: torch.Generator) -> float:
+        """One optimizer step on the (augmented) images of `rows`; returns the loss."""
+        images = self.images[rows]
+        if self.config.training.augment:
+            images = augment(images, generator)
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            loss = self.loss(model(images), self.targets[rows].to(self.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
     def train_epoch(self, epoch: int) -> float:
         self.train_mode()
         batch_size = self.config.model.batch_size
         order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.generator)]
         losses = []
-        bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}",
+        bar = tqdm(range(self.plan.steps_in(epoch)), desc=f"epoch {epoch + 1}/{self.plan.epochs}",
                    disable=not self.progress, unit="batch")
         for step in bar:
             rows = order[step * batch_size:(step + 1) * batch_size]
-            images = self.images[rows]
-            if self.config.training.augment:
-                images = augment(images, self.generator)
-            images = images.to(self.device).contiguous(memory_format=torch.channels_last)
-            with autocast(self.device, self.precision):
-                loss = self.loss(self.model(images), self.targets[rows].to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            losses.append(self.step(self.model, self.optimizer, rows, self.generator))
             self.scheduler.step()
-            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         return float(np.mean(losses)) if losses else math.nan
 
     @torch.inference_mode()
-    def validate(self) -> dict[str, dict[str, float]]:
-        self.model.eval()
+    def predict(self, model: MultiTaskNet, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class predictions per task for `rows`, in eval mode."""
+        model.eval()
         predictions = {task: [] for task in self.classes}
-        for start in range(0, len(self.val_rows), 512):
-            rows = self.val_rows[start:start + 512]
-            images = self.images[rows].to(self.device).contiguous(memory_format=torch.channels_last)
+        for start in range(0, len(rows), 512):
+            images = self.images[rows[start:start + 512]].to(self.device)
+            images = images.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.precision):
-                logits = self.model(images)
+                logits = model(images)
             for task in self.classes:
                 predictions[task].append(logits[task].float().argmax(1).cpu())
-        return {task: task_scores(torch.cat(predictions[task]) if predictions[task] else
-                                  torch.zeros(0, dtype=torch.long), self.targets[self.val_rows, i])
+        return {task: torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+                for task, parts in predictions.items()}
+
+    def validate(self) -> dict[str, dict[str, float]]:
+        predictions = self.predict(self.model, self.val_rows)
+        return {task: task_scores(predictions[task], self.targets[self.val_rows, i])
                 for i, task in enumerate(self.classes)}
 
     def meta(self, history: list[dict]) -> dict:
@@ -188,6 +214,7 @@ class Trainer:
             "split": {**self.split, "strategy": split_strategy(self.config)},
             "skipped_images": self.failed,
             "history": history,
+            "plan": self.plan.to_dict(),
             "metrics": history[-1] if history else {},
             "catalog_checksum": catalog_checksum(self.items, self.config.task_columns),
             "identity": model_identity(self.config, self.items),
@@ -231,6 +258,7 @@ def resume_path(model_path: Path) -> Path:
 def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = None,
           fresh: bool = False, progress: bool = True) -> dict:
     """Train, keep the best checkpoint by mean validation accuracy, and return its meta."""
+    began = time.monotonic()
     set_threads(config.model.num_threads)
     keep_freed_memory()
     items = load_catalog(config)
@@ -244,7 +272,12 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
     start, history, best = (0, [], -1.0)
     if state:
         start, history, best = state["epoch"], state["history"], state["best"]
-    for epoch in range(start, epochs):
+        stored = Plan.from_dict(state["plan"])
+        trainer.schedule(stored, done_steps=stored.steps_before(start))
+    else:
+        budget = config.training.max_minutes
+        trainer.schedule(plan_run(trainer, began + 60 * budget if budget else None))
+    for epoch in range(start, trainer.plan.epochs):
         began = time.perf_counter()
         train_loss = trainer.train_epoch(epoch)
         scores = trainer.validate()
@@ -291,7 +324,8 @@ def format_scores(scores: dict[str, dict[str, float]]) -> str:
 def save_resume(path: Path, trainer: Trainer, epoch: int, history: list, best: float) -> None:
     with atomic_path(path) as temporary:
         torch.save({"identity": model_identity(trainer.config, trainer.items), "epoch": epoch,
-                    "epochs": trainer.epochs, "history": history, "best": best,
+                    "epochs": trainer.max_epochs, "plan": asdict(trainer.plan),
+                    "history": history, "best": best,
                     "model": trainer.model.state_dict(),
                     "optimizer": trainer.optimizer.state_dict(),
                     "generator": trainer.generator.get_state(),
@@ -303,8 +337,11 @@ def load_resume(path: Path, trainer: Trainer) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
+    planned = state.get("plan", {})
     if (state.get("identity") != model_identity(trainer.config, trainer.items)
-            or state.get("epochs") != trainer.epochs):
+            or state.get("epochs") != trainer.max_epochs
+            or planned.get("steps_per_epoch") != trainer.steps_per_epoch
+            or planned.get("max_minutes") != trainer.config.training.max_minutes):
         log.info("ignoring %s: it belongs to another config or catalog", path)
         return None
     trainer.model.load_state_dict(state["model"])
@@ -312,8 +349,6 @@ def load_resume(path: Path, trainer: Trainer) -> dict | None:
     trainer.generator.set_state(state["generator"])
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
-    for _ in range(state["epoch"] * trainer.steps_per_epoch):
-        trainer.scheduler.step()
     log.info("resuming from epoch %d (%s)", state["epoch"] + 1, path)
     return state
 
@@ -338,7 +373,8 @@ def _main(argv: list[str] | None = None) -> int:
                 return 0
             print(f"{model_path} was trained for another catalog or tasks: retraining")
         meta = train(config, epochs=args.epochs, limit=args.limit, fresh=args.fresh)
-    except (ConfigError, CatalogError, CheckpointError, ModelError, PretrainedError) as error:
+    except (BudgetError, ConfigError, CatalogError, CheckpointError, ModelError,
+            PretrainedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     best = meta.get("best", {})

@@ -1,0 +1,87 @@
+"""training.max_minutes: steps fitted to the time left, kept on resume, clear when too small."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import load_config
+from tests.fixtures_demo import write_demo_config
+from vectorizer import budget
+from vectorizer import train as training
+from vectorizer.budget import BudgetError, Costs, Plan, fit_steps
+
+
+def test_every_step_when_the_time_allows():
+    costs = Costs(step=1.0, per_image=0.01)
+    assert fit_steps(50, 10, seconds_left=10_000, costs=costs, val_images=100,
+                     mean_images=100) == 50
+
+
+def test_the_steps_fill_the_time_left_after_validation_and_centring():
+    costs = Costs(step=1.0, per_image=0.01)  # validation 1 s per epoch, centring 2 s
+    # 100.5 s x SAFETY 0.95 - 10 s final - 2 s centring = 83.5 s; an epoch: 10 steps + 1 s:
+    # 7 whole epochs take 77 s, and 5 steps of the eighth with its validation end at 83 s
+    assert fit_steps(1000, 10, seconds_left=100.5, costs=costs, val_images=100,
+                     mean_images=200) == 75
+
+
+def test_no_time_no_steps():
+    costs = Costs(step=5.0, per_image=0.01)
+    assert fit_steps(100, 10, seconds_left=12, costs=costs, val_images=100, mean_images=0) == 0
+
+
+def test_a_plan_counts_its_last_partial_epoch():
+    plan = Plan(steps=25, steps_per_epoch=10)
+    assert plan.epochs == 3 and [plan.steps_in(e) for e in range(4)] == [10, 10, 5, 0]
+    assert plan.steps_before(3) == 25 and plan.to_dict()["epochs"] == 2.5
+    assert Plan.from_dict(plan.to_dict()) == plan
+
+
+def demo_config(tmp_path: Path, demo_env, name: str, **overrides):
+    folder = tmp_path / name
+    folder.mkdir()
+    config = load_config(write_demo_config(folder, **overrides))
+    config.paths.images_dataframe_path = demo_env.config.paths.images_dataframe_path
+    return config
+
+
+def test_a_generous_budget_trains_every_epoch_and_is_recorded(demo_env, tmp_path):
+    config = demo_config(tmp_path, demo_env, "a", training__epochs=2, training__max_minutes=600)
+    meta = training.train(config, limit=96, progress=False)
+    assert meta["plan"]["max_minutes"] == 600 and meta["plan"]["epochs"] == 2
+    assert meta["plan"]["steps"] == 2 * meta["plan"]["steps_per_epoch"]
+    assert meta["plan"]["step_seconds"] > 0  # measured, not the full plan without a budget
+
+
+def test_a_budget_too_small_to_train_names_the_key(demo_env, tmp_path, capsys):
+    config = demo_config(tmp_path, demo_env, "b", training__max_minutes=0.001)
+    with pytest.raises(BudgetError, match=r"training\.max_minutes: 0\.001 minutes leave no time"):
+        training.train(config, limit=96, progress=False)
+    assert not Path(config.paths.trained_model_path).exists()
+
+
+def test_a_resumed_run_keeps_the_interrupted_runs_plan(demo_env, tmp_path, monkeypatch):
+    # the machine's speed is the input here, not what is tested: fixed costs give a fixed plan
+    costs = iter([Costs(step=20.0, per_image=0.0), Costs(step=0.01, per_image=0.0)])
+    monkeypatch.setattr(budget, "measure_costs", lambda trainer: next(costs))
+    monkeypatch.setattr(budget, "FINAL_SECONDS", 0.0)
+    config = demo_config(tmp_path, demo_env, "c", training__epochs=4, training__max_minutes=1)
+    original, seen = training.Trainer.train_epoch, []
+
+    def interrupted_after_one(self, epoch):
+        seen.append((epoch, self.plan.steps))
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, limit=96, progress=False)
+    planned = seen[0][1]
+    assert planned == 2  # ~55 s left at 20 s per step, of 4 epochs of one step each
+    monkeypatch.setattr(training.Trainer, "train_epoch", original)
+    meta = training.train(config, limit=96, progress=False)  # would plan 4 epochs if re-measured
+    assert meta["plan"]["steps"] == planned
+    assert torch.load(config.paths.trained_model_path, weights_only=True)["meta"]["plan"] == \
+        meta["plan"]

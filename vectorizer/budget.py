@@ -1,0 +1,122 @@
+"""Fit a training run into `training.max_minutes`: measure a few steps, then plan the step count."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+SAFETY = 0.95          # plan to end this share of the way into the time left
+WARMUP_STEPS = 2       # the first steps build kernels and buffers: not timed
+TIMED_STEPS = 6
+FINAL_SECONDS = 10.0   # checkpoint writes at the end, beside the centring pass measured below
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds measured on this machine for this model, batch size and input size."""
+
+    step: float        # one optimizer step on an augmented training batch
+    per_image: float   # one image through the model in eval mode (validation, centring mean)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many optimizer steps the run takes; the last epoch may be cut short."""
+
+    steps: int
+    steps_per_epoch: int
+    max_minutes: float | None = None
+    step_seconds: float | None = None
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.steps / self.steps_per_epoch)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+    def steps_before(self, epoch: int) -> int:
+        return min(self.steps, epoch * self.steps_per_epoch)
+
+    def steps_in(self, epoch: int) -> int:
+        return max(0, min(self.steps_per_epoch, self.steps - epoch * self.steps_per_epoch))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "epochs": round(self.steps / self.steps_per_epoch, 2)}
+
+
+class BudgetError(ValueError):
+    """`training.max_minutes` leaves no time to train; the message names the key."""
+
+
+def fit_steps(max_steps: int, steps_per_epoch: int, seconds_left: float, costs: Costs,
+              val_images: int, mean_images: int) -> int:
+    """The most steps (at most `max_steps`) whose training, per-epoch validation and final
+    centring pass end within `seconds_left` (times SAFETY)."""
+    available = seconds_left * SAFETY - FINAL_SECONDS - mean_images * costs.per_image
+    validation = val_images * costs.per_image
+    steps = 0
+    for epoch in range(math.ceil(max_steps / steps_per_epoch)):
+        room = available - (epoch + 1) * validation - steps * costs.step
+        fitting = min(steps_per_epoch, max_steps - steps, int(room // costs.step))
+        if fitting <= 0:
+            break
+        steps += fitting
+        if fitting < steps_per_epoch:
+            break
+    return steps
+
+
+def measure_costs(trainer, steps: int = TIMED_STEPS) -> Costs:
+    """Time real training steps and an eval batch on a copy of the model (the run is untouched)."""
+    trainer.train_mode()
+    model = copy.deepcopy(trainer.model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-6)
+    generator = torch.Generator().manual_seed(trainer.config.training.seed + 1)
+    rows = trainer.train_rows
+    batch_size = trainer.config.model.batch_size
+    seconds = []
+    for _ in range(WARMUP_STEPS + steps):
+        picked = rows[torch.randint(len(rows), (batch_size,), generator=generator)]
+        began = time.perf_counter()
+        trainer.step(model, optimizer, picked, generator)
+        seconds.append(time.perf_counter() - began)
+    eval_rows = rows[:min(len(rows), 2 * batch_size)]
+    began = time.perf_counter()
+    trainer.predict(model, eval_rows)
+    per_image = (time.perf_counter() - began) / max(1, len(eval_rows))
+    return Costs(step=statistics.median(seconds[WARMUP_STEPS:]), per_image=per_image)
+
+
+def plan_run(trainer, deadline: float | None) -> Plan:
+    """All epochs without a budget; with one, as many steps as fit before `deadline`
+    (a `time.monotonic()` value)."""
+    steps_per_epoch, epochs = trainer.steps_per_epoch, trainer.max_epochs
+    budget = trainer.config.training.max_minutes
+    if budget is None or deadline is None:
+        return Plan(epochs * steps_per_epoch, steps_per_epoch)
+    with torch.random.fork_rng(devices=[]):  # dropout in the copy must not move the run's RNG
+        costs = measure_costs(trainer)
+    seconds_left = deadline - time.monotonic()
+    steps = fit_steps(epochs * steps_per_epoch, steps_per_epoch, seconds_left, costs,
+                      val_images=len(trainer.val_rows),
+                      mean_images=min(trainer.mean_sample, len(trainer.train_rows)))
+    if steps < 1:
+        raise BudgetError(
+            f"training.max_minutes: {budget:g} minutes leave no time to train on this machine "
+            f"({seconds_left:.0f} s left after loading the catalog, {costs.step:.2f} s per step); "
+            "raise it, or remove it to train every epoch")
+    result = Plan(steps, steps_per_epoch, budget, round(costs.step, 3))
+    log.info("time budget %g min: %.2f s per step, %.1f s per validation; training %d steps "
+             "(%.2f of %d epochs)", budget, costs.step, len(trainer.val_rows) * costs.per_image,
+             steps, steps / steps_per_epoch, epochs)
+    return result
