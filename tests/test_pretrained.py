@@ -15,7 +15,10 @@ from vectorizer.model import (
     ModelError,
     MultiTaskNet,
     SmallMapDepthwiseConv,
+    VectorHook,
     build_backbone,
+    fold_conv_batchnorm,
+    folded_for_inference,
     freeze_stages,
     pad_small_depthwise_maps,
 )
@@ -136,6 +139,41 @@ def test_depthwise_convolutions_padded_apart_give_the_same_outputs_and_gradients
                       model.backbone.blocks[2][0].conv_dw.weight.grad))
     for before, after in zip(*grads, strict=True):
         torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def lite_with_real_statistics() -> MultiTaskNet:
+    model = lite_net(embedding_dim=16)
+    load_into(model.backbone, "efficientnet_lite0", "imagenet")  # BatchNorm far from identity
+    return model.eval()
+
+
+def test_batchnorm_folded_for_inference_gives_the_same_vectors_and_logits():
+    model = lite_with_real_statistics()
+    folded = folded_for_inference(model, 64)
+    assert folded is not model and not any(isinstance(m, torch.nn.BatchNorm2d)
+                                           for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy folded
+    images = torch.randint(0, 255, (4, 3, 96, 96), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    hooks = [VectorHook(net, "heads") for net in (model, folded)]
+    with torch.inference_mode():
+        before, after = model(images), folded(images)
+    torch.testing.assert_close(hooks[1].vector, hooks[0].vector, rtol=1e-4, atol=1e-4)
+    for task in before:
+        torch.testing.assert_close(after[task], before[task], rtol=1e-4, atol=1e-4)
+
+
+def test_a_fold_that_changes_the_outputs_is_not_used(monkeypatch):
+    from vectorizer import model as model_module
+
+    def folded_wrongly(network):
+        count = fold_conv_batchnorm(network)
+        network.backbone.blocks[1][0].conv_dw.bias.data += 1.0  # as a misordered network would
+        return count
+
+    monkeypatch.setattr(model_module, "fold_conv_batchnorm", folded_wrongly)
+    model = lite_with_real_statistics()
+    assert model_module.folded_for_inference(model, 64) is model
 
 
 def test_lite_checkpoint_round_trip_keeps_weights_and_preprocessing(tmp_path):

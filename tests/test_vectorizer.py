@@ -156,6 +156,23 @@ def test_encoder_vectors_are_unit_length_with_predictions(demo_env):
     assert set(embedded.predictions[0]) == {"garment", "colour", "pattern"}
 
 
+def test_the_served_encoder_folds_batchnorm_and_embeds_as_the_checkpoint_does(demo_env):
+    config = demo_env.fresh_config()
+    served = Encoder.from_config(config)  # what the app and build_index.py use
+    model, meta = load_checkpoint(Path(config.paths.trained_model_path))
+    plain = Encoder(model, meta, "", "fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules())
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    folded_vectors, folded_scores = served.forward(images)
+    vectors, scores = plain.forward(images)
+    np.testing.assert_allclose(folded_vectors, vectors, atol=1e-4)
+    for task, probabilities in scores.items():
+        np.testing.assert_allclose(folded_scores[task], probabilities, atol=1e-4)
+    reloaded, _ = load_checkpoint(Path(config.paths.trained_model_path))  # the file is untouched
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in reloaded.modules())
+
+
 def test_corrupt_images_are_skipped_without_shifting_rows(demo_env, tmp_path):
     encoder = Encoder.from_config(demo_env.fresh_config())
     good = sorted((demo_env.folder / "images").glob("*.jpg"))[:3]

@@ -18,7 +18,7 @@ from util.files import file_sha256
 from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.dataset import iterate_batches
 from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
-from vectorizer.model import MultiTaskNet, VectorHook
+from vectorizer.model import MultiTaskNet, VectorHook, folded_for_inference
 from vectorizer.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,15 @@ class Encoder:
     """The model in eval mode with its preprocessing; safe to share between threads."""
 
     def __init__(self, model: MultiTaskNet, meta: dict, checksum: str, precision: str = "auto",
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, fold_batchnorm: bool = False) -> None:
         self.device = device or pick_device()
         self.precision = resolve_precision(precision, self.device)
         self.meta, self.checksum = meta, checksum  # meta: the checkpoint's dict, as stored
         self.checkpoint = CheckpointMeta.model_validate(meta)
         self.preprocess = Preprocess.from_dict(self.checkpoint.preprocess)
         self.classes: dict[str, list[str]] = self.checkpoint.tasks
+        if fold_batchnorm and not self.checkpoint.layer_to_get_input.startswith("backbone"):
+            model = folded_for_inference(model, self.preprocess.input_size)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.hook = VectorHook(self.model, self.checkpoint.layer_to_get_input)
         mean = self.checkpoint.vector_mean
@@ -63,7 +65,7 @@ class Encoder:
         model, meta = load_checkpoint(path)
         check_config_matches(config, meta, path)
         set_threads(config.model.num_threads)
-        return cls(model, meta, file_sha256(path), config.model.precision)
+        return cls(model, meta, file_sha256(path), config.model.precision, fold_batchnorm=True)
 
     @property
     def cache_key(self) -> str:
