@@ -54,7 +54,7 @@ def test_a_generous_budget_trains_every_epoch_and_is_recorded(demo_env, tmp_path
     assert meta["plan"]["step_seconds"] > 0  # measured, not the full plan without a budget
 
 
-def test_a_budget_too_small_to_train_names_the_key(demo_env, tmp_path, capsys):
+def test_a_budget_too_small_to_train_names_the_key(demo_env, tmp_path):
     config = demo_config(tmp_path, demo_env, "b", training__max_minutes=0.001)
     with pytest.raises(BudgetError, match=r"training\.max_minutes: 0\.001 minutes leave no time"):
         training.train(config, limit=96, progress=False)

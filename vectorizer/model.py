@@ -160,7 +160,7 @@ def pad_small_depthwise_maps(network: nn.Module) -> int:
 def folded_for_inference(model: MultiTaskNet, input_size: int) -> MultiTaskNet:
     """A copy of `model` with each BatchNorm folded into the convolution before it, for eval only.
 
-    One pass over every feature map fewer: forward 1.36x faster on the AMD EPYC at 96 px. Checked
+    One pass over every feature map fewer: forward 1.28x faster on the AMD EPYC at 96 px. Checked
     on a probe batch: when the copy's vectors or logits differ (a network whose modules run in
     another order than they are declared), the original is returned.
     """
@@ -187,12 +187,13 @@ def fold_conv_batchnorm(network: nn.Module) -> int:
             if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
                     and norm.track_running_stats):
                 continue
-            scale = (norm.weight if norm.affine else 1.0) / torch.sqrt(norm.running_var + norm.eps)
-            shift = (norm.bias if norm.affine else 0.0) - norm.running_mean * scale
             with torch.no_grad():
+                scale = (norm.weight if norm.affine else 1.0) / torch.sqrt(
+                    norm.running_var + norm.eps)
+                shift = (norm.bias if norm.affine else 0.0) - norm.running_mean * scale
                 bias = shift if conv.bias is None else conv.bias * scale + shift
-                conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-                conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter(bias, requires_grad=False)
             after = getattr(norm, "act", None)
             setattr(parent, norm_name, after if isinstance(after, nn.Module) else nn.Identity())
             count += 1

@@ -258,7 +258,7 @@ def resume_path(model_path: Path) -> Path:
 def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = None,
           fresh: bool = False, progress: bool = True) -> dict:
     """Train, keep the best checkpoint by mean validation accuracy, and return its meta."""
-    began = time.monotonic()
+    started = time.monotonic()  # the budget counts the whole command, catalog loading included
     set_threads(config.model.num_threads)
     keep_freed_memory()
     items = load_catalog(config)
@@ -276,7 +276,7 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
         trainer.schedule(stored, done_steps=stored.steps_before(start))
     else:
         budget = config.training.max_minutes
-        trainer.schedule(plan_run(trainer, began + 60 * budget if budget else None))
+        trainer.schedule(plan_run(trainer, started + 60 * budget if budget else None))
     for epoch in range(start, trainer.plan.epochs):
         began = time.perf_counter()
         train_loss = trainer.train_epoch(epoch)
