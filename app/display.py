@@ -20,6 +20,13 @@ def md(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def markdown_link(text: object, url: str) -> str:
+    """A Markdown link whose text is inert and whose address cannot end the link early."""
+    address = "".join(f"%{ord(c):02X}" if c in "()<>[] \"'\\" or ord(c) < 33 else c
+                      for c in url)
+    return f"[{md(text)}]({address})"
+
+
 def filters_key(filters: dict[str, list[str]]) -> tuple:
     """A hashable, order-free form of the filters; columns with no values are dropped."""
     return tuple(sorted((column, tuple(sorted(values))) for column, values in filters.items()

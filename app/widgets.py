@@ -14,6 +14,7 @@ from app.display import (
     column_title,
     filters_key,
     label_line,
+    markdown_link,
     md,
     predicted_line,
     reference_labels,
@@ -158,8 +159,10 @@ def show_share(link: str | None) -> None:
         st.caption(":material/link_off: This search used an uploaded photo, so it cannot be "
                    "shared as a link. Send the photo, or search with a product link to share.")
         return
-    st.caption(":material/link: Link to this search (filters and number of results included):")
-    st.code(link, language=None, wrap_lines=True)
+    # a Markdown link, not st.code: the code block's 1.5 MB highlighter script was ~40 % of the
+    # browser's work for a first search (bench/load.py, README "Live demos")
+    st.caption(":material/link: Link to this search (filters and number of results included): "
+               + markdown_link(link, link))
 
 
 def show_results(service: SearchService, found: Found, filters: dict, reference: dict,

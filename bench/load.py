@@ -6,7 +6,9 @@ Starts `streamlit run front_end.py` on the config's index, serves distinct catal
 local HTTP server, and for each N opens N browser sessions, then makes all N paste a different
 image link at the same moment. Reported per N: page load until the search input shows, time from
 pressing Enter until all k results (distances and thumbnails) are on screen (p50/p95/max), errors
-(timeouts, exception boxes, error messages), the server process's CPU seconds and its peak RSS.
+(timeouts, exception boxes, error messages), the server process's CPU seconds and its peak RSS,
+the CPU seconds of every Chromium process (the clients' share of the machine) and the websocket
+messages and kilobytes one search receives.
 Before the rounds, the first visitor after server start is timed the same way.
 
 Why a browser and not Streamlit's websocket protocol: the figure users feel includes what the
@@ -76,6 +78,20 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def browser_cpu_seconds() -> float:
+    """CPU seconds of every Chromium process on the machine (the clients' share of a round)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if name.startswith("chrom"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def process_peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -88,6 +104,9 @@ async def open_session(browser, url: str) -> tuple[object, float]:
     context = await browser.new_context(viewport={"width": 1440, "height": 1000})
     page = await context.new_page()
     page.set_default_timeout(STEP_TIMEOUT_MS)
+    page.frames_received = []  # (size) of each websocket message from the server
+    page.on("websocket", lambda socket: socket.on(
+        "framereceived", lambda frame: page.frames_received.append(len(frame))))
     began = time.perf_counter()
     await page.goto(url)
     await page.get_by_label(INPUT_LABEL).wait_for()
@@ -99,6 +118,7 @@ async def search(page, link: str, k: int, start: asyncio.Event) -> tuple[float, 
     box = page.get_by_label(INPUT_LABEL)
     await box.fill(link)
     await start.wait()
+    page.frames_received.clear()
     began = time.perf_counter()
     await box.press("Enter")
     try:
@@ -123,19 +143,24 @@ async def one_round(browser, url: str, links: list[str], k: int, pid: int) -> di
     opened = await asyncio.gather(*(open_session(browser, url) for _ in links))
     pages = [page for page, _ in opened]
     start = asyncio.Event()
-    cpu_before = process_cpu_seconds(pid)
+    cpu_before, browser_before = process_cpu_seconds(pid), browser_cpu_seconds()
     searches = [asyncio.create_task(search(page, link, k, start))
                 for page, link in zip(pages, links, strict=True)]
     await asyncio.sleep(0.5)  # every session has its link typed in
     start.set()
     answers = await asyncio.gather(*searches)
     cpu = process_cpu_seconds(pid) - cpu_before
+    browser_cpu = browser_cpu_seconds() - browser_before
+    messages = [len(page.frames_received) for page in pages]
+    kilobytes = [sum(page.frames_received) / 1024 for page in pages]
     for page in pages:
         await page.context.close()
     errors = [error for _, error in answers if error]
     return {"sessions": len(links), "page_load": summary([s for _, s in opened]),
             "results": summary([s for s, _ in answers]), "errors": len(errors),
             "error_kinds": sorted(set(errors)), "server_cpu_s": cpu,
+            "browser_cpu_s": browser_cpu, "messages_per_search": float(np.median(messages)),
+            "kb_per_search": float(np.median(kilobytes)),
             "server_peak_rss_mb": process_peak_rss_mb(pid)}
 
 
@@ -196,10 +221,12 @@ def measure(config_path: Path, counts: list[int], seed: int) -> dict:
 def render(result: dict) -> str:
     rows = [(r["sessions"], r["page_load"]["p50_s"], r["page_load"]["max_s"],
              r["results"]["p50_s"], r["results"]["p95_s"], r["results"]["max_s"],
-             r["errors"], r["server_cpu_s"], r["server_peak_rss_mb"])
+             r["errors"], r["server_cpu_s"], r["browser_cpu_s"], r["messages_per_search"],
+             r["kb_per_search"], r["server_peak_rss_mb"])
             for r in result["rounds"]]
     table = markdown_table(["sessions", "page load p50 s", "page load max s", "results p50 s",
                             "results p95 s", "results max s", "errors", "server CPU s",
+                            "browser CPU s", "messages per search", "kB per search",
                             "server peak RSS MB"], rows)
     return (f"server healthy after {result['server_healthy_after_s']:.1f} s; first visitor: "
             f"search input after {result['first_visitor_page_load_s']:.1f} s\n\n{table}")

@@ -413,6 +413,12 @@ def test_catalog_text_is_escaped_for_markdown():
     assert display.safe_link(" https://shop.example/p ") == "https://shop.example/p"
 
 
+def test_markdown_links_cannot_be_ended_early_or_marked_up():
+    link = display.markdown_link("a*b", "http://h/p (1)?q=<x>&r=[y]")
+    assert link == r"[a\*b](http://h/p%20%281%29?q=%3Cx%3E&r=%5By%5D)"
+    assert display.markdown_link("s", "http://h/?k=3&url=x") == "[s](http://h/?k=3&url=x)"
+
+
 def test_labels_marked_where_they_match_the_prediction():
     predicted = {"garment": [("Tshirt", 0.92), ("Dress", 0.05)], "colour": [("Blue", 0.71)]}
     assert display.predicted_line(predicted) == "Tshirt 92% · Blue 71%"
