@@ -73,9 +73,15 @@ def query_images(config_path: Path, count: int, seed: int) -> tuple[Path, list[s
     return folder, [str(p.relative_to(folder)) for p in chosen]
 
 
+def stat_cpu_seconds(stat_text: str) -> tuple[str, float]:
+    """(command name, user + system CPU seconds) from the text of a /proc/<pid>/stat file."""
+    name, rest = stat_text.split(" (", 1)[1].rsplit(")", 1)
+    fields = rest.split()
+    return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())[1]
 
 
 def browser_cpu_seconds() -> float:
@@ -83,12 +89,10 @@ def browser_cpu_seconds() -> float:
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+            name, seconds = stat_cpu_seconds(stat.read_text())
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
-        if name.startswith("chrom"):
-            fields = rest.split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += seconds if name.startswith("chrom") else 0.0
     return total
 
 
