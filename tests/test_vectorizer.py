@@ -302,3 +302,85 @@ def test_trim_border_pads_with_the_cards_own_colour():
     framed = Preprocess(32, trim_border=True)(card)
     assert framed[:, 0, 0].tolist() == [200, 30, 30]
     assert framed[:, 16, 16].tolist() == [20, 40, 160]
+
+
+def reference_border(pixels: np.ndarray, tolerance: int = 24, margin: float = 0.05):
+    """The border's definition, written plainly: corners within `tolerance` of each other,
+    their per-channel median as the colour, foreground = any channel farther than tolerance."""
+    pixels = pixels.astype(np.int16)
+    corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
+    if (corners.max(axis=0) - corners.min(axis=0)).max() > tolerance:
+        return None
+    background = np.median(corners, axis=0).astype(np.int16)
+    foreground = np.abs(pixels - background).max(axis=2) > tolerance
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if len(rows) == 0:
+        return None
+    pad = round(margin * max(rows[-1] - rows[0], cols[-1] - cols[0]))
+    height, width = foreground.shape
+    return ((max(cols[0] - pad, 0), max(rows[0] - pad, 0), min(cols[-1] + 1 + pad, width),
+             min(rows[-1] + 1 + pad, height)), tuple(int(v) for v in background))
+
+
+def test_uniform_border_matches_its_plain_definition():
+    """The fast border finder (per-channel comparisons, corners read first) gives exactly the
+    plain definition's box and colour: at the tolerance's edges, on 0 and 255, with corners
+    that differ, with nothing inside, and on greyscale and palette images."""
+    from PIL import Image
+
+    from vectorizer.preprocess import uniform_border
+
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)]
+    for value in (0, 1, 24, 25, 128, 231, 232, 254, 255):
+        for offset in (-25, -24, 24, 25, 100):
+            pixels = np.full((30, 40, 3), value, np.uint8)
+            pixels[8:20, 5 + offset % 7:30, offset % 3] = np.clip(value + offset, 0, 255)
+            cases.append(pixels)
+        uneven = np.full((30, 40, 3), value, np.uint8)
+        uneven[0, 0], uneven[-1, -1] = np.clip(value + 24, 0, 255), np.clip(value - 12, 0, 255)
+        uneven[12, 3:9] = np.clip(value + 60, 0, 255) if value < 128 else 0
+        cases += [uneven, np.full((9, 9, 3), value, np.uint8)]
+    found = 0
+    for pixels in cases:
+        expected = reference_border(pixels)
+        assert uniform_border(Image.fromarray(pixels)) == expected
+        found += expected is not None
+    assert 0 < found < len(cases)  # both outcomes were exercised
+    grey = Image.fromarray(np.pad(np.full((10, 10), 40, np.uint8), 12, constant_values=250))
+    assert uniform_border(grey) == reference_border(np.asarray(grey.convert("RGB")))
+    palette = Image.fromarray(cases[3]).convert("P")
+    assert uniform_border(palette) == reference_border(np.asarray(palette.convert("RGB")))
+
+
+FREE_AND_REFAULT = """
+import resource, sys
+from vectorizer.device import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = bytearray(64 << 20); del block  # the heap grows once
+before = faults()
+for _ in range(5):
+    block = bytearray(64 << 20); del block  # zero-filled: every page is touched
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="glibc/Linux only")
+def test_freed_buffers_are_reused_without_page_faults():
+    """After keep_freed_memory, a freed 64 MB buffer is served again from memory already
+    mapped; by default (or with a trim threshold that was truncated to 0) every round faults
+    its 16,384 pages in again."""
+    import subprocess
+    import sys
+
+    def refaults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FREE_AND_REFAULT, mode], check=True,
+                              capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+        return int(done.stdout.strip())
+
+    pages = (64 << 20) // 4096
+    assert refaults("default") > 4 * pages  # the behaviour being fixed is real here
+    assert refaults("keep") < pages // 4

@@ -50,9 +50,12 @@ def set_threads(num_threads: int) -> None:
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep and reuse freed memory instead of returning it to the system.
 
-    Training allocates and frees the same large activation buffers every step; by default glibc
-    serves each of them with a fresh mmap, so every step page-faults them in again (measured:
-    ~20 % of training time in the kernel, and +19 % throughput with this). No-op off glibc.
+    Training and bulk vectorizing allocate and free the same large activation buffers every
+    batch; by default glibc serves each with a fresh mmap, or trims the heap after it, so every
+    batch page-faults them in again. Here: no mmap for large blocks, and trim only past 2 GiB
+    free (measured on the AMD EPYC: forward 419 -> 684 img/s, page faults per batch of 128 from
+    ~80,000 to ~0). mallopt takes a C int: an argument of 2**31 or more is refused, never
+    truncated. No-op off glibc.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -60,5 +63,6 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 36))
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
