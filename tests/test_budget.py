@@ -85,3 +85,35 @@ def test_a_resumed_run_keeps_the_interrupted_runs_plan(demo_env, tmp_path, monke
     assert meta["plan"]["steps"] == planned
     assert torch.load(config.paths.trained_model_path, weights_only=True)["meta"]["plan"] == \
         meta["plan"]
+
+
+def test_a_run_that_falls_behind_its_plan_takes_fewer_steps(demo_env, tmp_path, monkeypatch):
+    """The plan said every epoch fits; each epoch then takes 20 s (a slower machine than the
+    timed steps showed), so after each epoch the rest is refitted to the time left."""
+    import time
+
+    monkeypatch.setattr(budget, "measure_costs", lambda trainer: Costs(step=0.01, per_image=0.0))
+    config = demo_config(tmp_path, demo_env, "d", training__epochs=4, training__max_minutes=1)
+    lag, original, seen = [0.0], training.Trainer.train_epoch, []
+
+    def slow(self, epoch):
+        lag[0] += 20.0
+        seen.append(self.plan.steps)
+        return original(self, epoch)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", slow)
+    meta = training.train(config, limit=96, progress=False,
+                          clock=lambda: time.monotonic() + lag[0])
+    # 60 s budget, 4 epochs of one step each: after the first (20 s), 40 s left x SAFETY 0.95
+    # - 10 s final = 28 s: one more 20 s epoch; after the second nothing more fits
+    assert seen == [4, 2]  # two epochs ran, the second already under the new plan
+    assert meta["plan"]["steps"] == 2 and meta["plan"]["initial_steps"] == 4
+    assert meta["plan"]["step_seconds"] >= 20.0
+    assert not training.resume_path(Path(config.paths.trained_model_path)).exists()
+
+
+def test_a_run_on_pace_keeps_its_plan(demo_env, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "measure_costs", lambda trainer: Costs(step=0.01, per_image=0.0))
+    config = demo_config(tmp_path, demo_env, "e", training__epochs=3, training__max_minutes=600)
+    meta = training.train(config, limit=96, progress=False)
+    assert meta["plan"]["steps"] == 3 and meta["plan"]["initial_steps"] is None

@@ -7,7 +7,7 @@ import logging
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -34,6 +34,7 @@ class Plan:
     steps_per_epoch: int
     max_minutes: float | None = None
     step_seconds: float | None = None
+    initial_steps: int | None = None   # the first plan's steps, when an epoch ran slower
 
     @property
     def epochs(self) -> int:
@@ -120,3 +121,26 @@ def plan_run(trainer, deadline: float | None) -> Plan:
              "(%.2f of %d epochs)", budget, costs.step, len(trainer.val_rows) * costs.per_image,
              steps, steps / steps_per_epoch, epochs)
     return result
+
+
+def replan_after_epoch(trainer, epochs_done: int, train_seconds: float, val_seconds: float,
+                       seconds_left: float) -> None:
+    """Fewer steps when the epoch just ended ran slower than the plan's timed steps, so that
+    the rest still ends within the budget (this machine's speed drifts by +-10 % within
+    minutes); never more. The one-cycle schedule is refitted to the new total."""
+    plan = trainer.plan
+    done = plan.steps_before(epochs_done)
+    if plan.max_minutes is None or done >= plan.steps:
+        return
+    step_seconds = train_seconds / max(1, plan.steps_in(epochs_done - 1))
+    costs = Costs(step=step_seconds, per_image=val_seconds / max(1, len(trainer.val_rows)))
+    rest = fit_steps(plan.steps - done, plan.steps_per_epoch, seconds_left, costs,
+                     val_images=len(trainer.val_rows),
+                     mean_images=min(trainer.mean_sample, len(trainer.train_rows)))
+    if done + rest >= plan.steps:
+        return
+    log.info("time budget: epoch %d ran at %.2f s per step (planned %.2f); training %d steps "
+             "instead of %d", epochs_done, step_seconds, plan.step_seconds or 0.0, done + rest,
+             plan.steps)
+    trainer.schedule(replace(plan, steps=done + rest, step_seconds=round(step_seconds, 3),
+                             initial_steps=plan.initial_steps or plan.steps), done_steps=done)

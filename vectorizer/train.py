@@ -8,6 +8,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from config import AppConfig, ConfigError, load_config
 from ingest.catalog import CatalogError, load_catalog, localize_images
 from util.files import atomic_path
 from vectorizer.augment import augment
-from vectorizer.budget import BudgetError, Plan, plan_run
+from vectorizer.budget import BudgetError, Plan, plan_run, replan_after_epoch
 from vectorizer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vectorizer.dataset import load_all
 from vectorizer.device import (
@@ -256,9 +257,10 @@ def resume_path(model_path: Path) -> Path:
 
 
 def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = None,
-          fresh: bool = False, progress: bool = True) -> dict:
+          fresh: bool = False, progress: bool = True,
+          clock: Callable[[], float] = time.monotonic) -> dict:
     """Train, keep the best checkpoint by mean validation accuracy, and return its meta."""
-    started = time.monotonic()  # the budget counts the whole command, catalog loading included
+    started = clock()  # the budget counts the whole command, catalog loading included
     set_threads(config.model.num_threads)
     keep_freed_memory()
     items = load_catalog(config)
@@ -269,26 +271,33 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
     trainer = Trainer(config, items, epochs, progress)
     model_path = Path(config.paths.trained_model_path)
     state = load_resume(resume_path(model_path), trainer) if not fresh else None
-    start, history, best = (0, [], -1.0)
-    if state:
+    start, history, best, deadline = 0, [], -1.0, None
+    if state:  # a resumed run keeps its plan
         start, history, best = state["epoch"], state["history"], state["best"]
         stored = Plan.from_dict(state["plan"])
         trainer.schedule(stored, done_steps=stored.steps_before(start))
     else:
         budget = config.training.max_minutes
-        trainer.schedule(plan_run(trainer, started + 60 * budget if budget else None))
-    for epoch in range(start, trainer.plan.epochs):
-        began = time.perf_counter()
+        deadline = started + 60 * budget if budget else None
+        trainer.schedule(plan_run(trainer, deadline))
+    epoch = start
+    while epoch < trainer.plan.epochs:
+        began = clock()
         train_loss = trainer.train_epoch(epoch)
+        trained = clock()
         scores = trainer.validate()
         record = {"epoch": epoch + 1, "train_loss": train_loss, "val": scores,
-                  "seconds": round(time.perf_counter() - began, 1)}
+                  "seconds": round(clock() - began, 1)}
         history.append(record)
         log.info("epoch %d: loss %.3f, val %s", epoch + 1, train_loss, format_scores(scores))
+        if deadline is not None:
+            replan_after_epoch(trainer, epoch + 1, trained - began, clock() - trained,
+                               seconds_left=deadline - clock())
         if mean_accuracy(scores) > best:
             best = mean_accuracy(scores)
             save_checkpoint(model_path, trainer.model, {**trainer.meta(history), "best": record})
         save_resume(resume_path(model_path), trainer, epoch + 1, history, best)
+        epoch += 1
     resume_path(model_path).unlink(missing_ok=True)
     return add_vector_mean(model_path, trainer.images, trainer.train_rows)
 
