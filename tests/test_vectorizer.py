@@ -192,6 +192,35 @@ def test_corrupt_images_are_skipped_without_shifting_rows(demo_env, tmp_path):
                                max_pixels=10**7).task_probabilities is None
 
 
+
+def test_decoding_in_turns_hands_out_the_same_batches_in_order(demo_env, tmp_path):
+    """Chunks decoded before the model runs (a CPU) give the same images, rows and reasons as
+    workers decoding ahead (a GPU), across chunk and batch boundaries and with bad files."""
+    from vectorizer.dataset import iterate_batches
+
+    encoder = Encoder.from_config(demo_env.fresh_config())
+    good = sorted((demo_env.folder / "images").glob("*.jpg"))[:9]
+    (tmp_path / "broken.jpg").write_bytes(good[0].read_bytes()[:200])
+    paths = [str(p) for p in good[:4]] + [str(tmp_path / "broken.jpg")] + [
+        str(p) for p in good[4:]] + [str(tmp_path / "missing.jpg")]
+
+    def batches(**mode):
+        return list(iterate_batches(paths, encoder.preprocess, batch_size=4, workers=2,
+                                    max_pixels=10**7, **mode))
+
+    streamed, in_turns = batches(), batches(take_turns=True, chunk=5)
+    assert [len(indices) for _, indices, _ in in_turns] == [4, 1, 4, 1, 1]  # chunks 5, 5, 1
+    for name, found in (("streamed", streamed), ("in turns", in_turns)):
+        images = torch.cat([batch for batch, _, _ in found])
+        rows = [row for _, indices, _ in found for row in indices]
+        reasons = [reason for _, _, part in found for reason in part]
+        assert rows == list(range(len(paths))), name
+        assert [bool(r) for r in reasons] == [i in (4, 10) for i in range(len(paths))], name
+        assert torch.equal(images, torch.cat([b for b, _, _ in streamed])), name
+    vectors = encoder.embed_paths(paths, batch_size=4, workers=2, max_pixels=10**7).vectors
+    assert np.isnan(vectors[[4, 10]]).all() and not np.isnan(np.delete(vectors, [4, 10], 0)).any()
+
+
 def test_bf16_vectors_stay_faithful(demo_env):
     model, meta = load_checkpoint(demo_env.config.paths.trained_model_path)
     images = torch.stack([torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)

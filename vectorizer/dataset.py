@@ -33,16 +33,49 @@ class ImageFiles(Dataset):
         return self.preprocess(image), index, ""
 
 
+CHUNK = 4096  # images decoded before the model sees them, when the two take turns
+
+
 def iterate_batches(paths: list[str], preprocess: Preprocess, *, batch_size: int, workers: int,
-                    max_pixels: int, progress: str | None = None
-                    ) -> Iterator[tuple[torch.Tensor, list[int], list[str]]]:
-    """Batches of (images, indices, reasons) in catalog order."""
+                    max_pixels: int, progress: str | None = None, take_turns: bool = False,
+                    chunk: int = CHUNK) -> Iterator[tuple[torch.Tensor, list[int], list[str]]]:
+    """Batches of (images, indices, reasons) in catalog order.
+
+    By default the workers decode ahead while the caller computes (a GPU does the model's
+    work). `take_turns`: decode `chunk` images, hand them out, then decode the next, so that
+    the workers and a model on the CPU never run at once on the same cores (on 2 cores:
+    488 -> 571 img/s end to end, README "Measured figures").
+    """
+    with tqdm(total=len(paths), desc=progress, unit="img", disable=progress is None) as bar:
+        if not take_turns or workers == 0:
+            for images, indices, reasons in _decoded(paths, preprocess, batch_size, workers,
+                                                     max_pixels):
+                bar.update(len(indices))
+                yield images, indices, reasons
+            return
+        for start in range(0, len(paths), chunk):
+            part = paths[start:start + chunk]
+            images = torch.zeros(len(part), 3, preprocess.input_size, preprocess.input_size,
+                                 dtype=torch.uint8)
+            reasons = [""] * len(part)
+            for decoded, indices, decoded_reasons in _decoded(part, preprocess, batch_size,
+                                                              workers, max_pixels):
+                images[indices] = decoded
+                for index, reason in zip(indices, decoded_reasons, strict=True):
+                    reasons[index] = reason
+            for offset in range(0, len(part), batch_size):
+                end = min(offset + batch_size, len(part))
+                bar.update(end - offset)
+                yield (images[offset:end], list(range(start + offset, start + end)),
+                       reasons[offset:end])
+
+
+def _decoded(paths: list[str], preprocess: Preprocess, batch_size: int, workers: int,
+             max_pixels: int) -> Iterator[tuple[torch.Tensor, list[int], list[str]]]:
     loader = DataLoader(ImageFiles(paths, preprocess, max_pixels), batch_size=batch_size,
                         num_workers=workers, shuffle=False, persistent_workers=False)
-    with tqdm(total=len(paths), desc=progress, unit="img", disable=progress is None) as bar:
-        for images, indices, reasons in loader:
-            bar.update(len(indices))
-            yield images, indices.tolist(), list(reasons)
+    for images, indices, reasons in loader:
+        yield images, indices.tolist(), list(reasons)
 
 
 def load_all(paths: list[str], preprocess: Preprocess, *, batch_size: int, workers: int,

@@ -112,7 +112,7 @@ class Encoder:
         reasons = [""] * len(paths)
         for images, indices, batch_reasons in iterate_batches(
                 paths, self.preprocess, batch_size=batch_size, workers=workers,
-                max_pixels=max_pixels, progress=progress):
+                max_pixels=max_pixels, progress=progress, take_turns=self.device.type == "cpu"):
             batch_vectors, probabilities = self.forward(images)
             if vectors is None:
                 vectors = _nan_rows(len(paths), batch_vectors.shape[1])
