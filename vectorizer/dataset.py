@@ -55,14 +55,8 @@ def iterate_batches(paths: list[str], preprocess: Preprocess, *, batch_size: int
             return
         for start in range(0, len(paths), chunk):
             part = paths[start:start + chunk]
-            images = torch.zeros(len(part), 3, preprocess.input_size, preprocess.input_size,
-                                 dtype=torch.uint8)
-            reasons = [""] * len(part)
-            for decoded, indices, decoded_reasons in _decoded(part, preprocess, batch_size,
-                                                              workers, max_pixels):
-                images[indices] = decoded
-                for index, reason in zip(indices, decoded_reasons, strict=True):
-                    reasons[index] = reason
+            images, reasons = load_all(part, preprocess, batch_size=batch_size, workers=workers,
+                                       max_pixels=max_pixels)
             for offset in range(0, len(part), batch_size):
                 end = min(offset + batch_size, len(part))
                 bar.update(end - offset)
