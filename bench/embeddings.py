@@ -29,13 +29,24 @@ def unit(matrix: np.ndarray) -> np.ndarray:
         np.float32)
 
 
+def in_chunks(function, images: torch.Tensor, chunk: int = 2048) -> np.ndarray:
+    """`function` over slices of `images`: a whole-catalog float or int64 copy would take
+    4-8 GB (the int64 histogram codes of 37k images alone: 8 GB)."""
+    return np.concatenate([function(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
 def raw_pixels(images: torch.Tensor, side: int = 16) -> np.ndarray:
     """The padded image downscaled to side x side RGB, flattened (768 values at 16 px)."""
-    return functional.adaptive_avg_pool2d(images.float(), side).flatten(1).numpy()
+    return in_chunks(lambda part: functional.adaptive_avg_pool2d(part.float(), side)
+                     .flatten(1).numpy(), images)
 
 
 def colour_histogram(images: torch.Tensor, bins: int = 8) -> np.ndarray:
     """An 8x8x8 RGB histogram of the non-background (not near-white) pixels."""
+    return in_chunks(lambda part: _histograms(part, bins), images)
+
+
+def _histograms(images: torch.Tensor, bins: int) -> np.ndarray:
     pixels = images.permute(0, 2, 3, 1).reshape(len(images), -1, 3).long()
     foreground = pixels.amin(dim=2) < 235
     codes = (pixels // (256 // bins)) @ torch.tensor([bins * bins, bins, 1])
