@@ -20,6 +20,7 @@ from config import load_config
 from index_store.evaluate import retrieval_metrics
 from ingest.catalog import load_catalog
 from vectorizer.dataset import load_all
+from vectorizer.device import keep_freed_memory
 from vectorizer.encoder import Encoder
 
 
@@ -149,6 +150,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:%(name)s:%(message)s")
+    keep_freed_memory()  # the baselines train as vectorizer.train does (without: 1.3x slower steps)
     config = load_config(args.config)
     encoder = Encoder.from_config(config)
     items = load_catalog(config)
