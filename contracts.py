@@ -81,6 +81,7 @@ class Checkpoint(Protocol):
 
     checksum: str
     checkpoint: CheckpointMeta
+    preprocess_signature: dict[str, Any]  # the stored preprocessing + the trimming code's revision
 
 
 class IndexFingerprint(Record):
@@ -100,7 +101,7 @@ class IndexFingerprint(Record):
         return cls(
             model_checksum=model.checksum,
             catalog_checksum=file_sha256(Path(config.paths.images_dataframe_path)),
-            preprocess=model.checkpoint.preprocess,
+            preprocess=model.preprocess_signature,
             layer_to_get_input=model.checkpoint.layer_to_get_input,
             backend=config.backend,
             space=config.ann_index.init_time.space,

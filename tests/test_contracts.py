@@ -59,6 +59,7 @@ def test_the_fingerprint_holds_index_time_settings_only(tmp_path):
         checkpoint = CheckpointMeta.model_validate(
             {"backbone": "b", "preprocess": {"input_size": 32}, "embedding_dim": 0,
              "head_type": "cosine", "layer_to_get_input": "heads", "tasks": {}})
+        preprocess_signature = checkpoint.preprocess
 
     printed = index_fingerprint(config, Model())
     assert set(printed) == set(IndexFingerprint.model_fields)

@@ -19,7 +19,7 @@ from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.dataset import iterate_batches
 from vectorizer.device import autocast, pick_device, resolve_precision, set_threads
 from vectorizer.model import MultiTaskNet, VectorHook, folded_for_inference
-from vectorizer.preprocess import Preprocess
+from vectorizer.preprocess import TRIM_REVISION, Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,18 @@ class Encoder:
         return cls(model, meta, file_sha256(path), config.model.precision, fold_batchnorm=True)
 
     @property
+    def preprocess_signature(self) -> dict:
+        """The stored preprocessing, plus the trimming code's revision when the model trims
+        borders: what turns an image file into the model's pixels."""
+        trimming = {"trim_revision": TRIM_REVISION} if self.preprocess.trim_border else {}
+        return {**self.checkpoint.preprocess, **trimming}
+
+    @property
     def cache_key(self) -> str:
-        """What the vectors depend on: the model, and the precision (bf16 moves them)."""
-        return self.checksum + ("" if self.precision == "fp32" else f"-{self.precision}")
+        """What the vectors depend on: the model, the trimming code when the model trims
+        borders, and the precision (bf16 moves them)."""
+        trimming = f"-trim{TRIM_REVISION}" if self.preprocess.trim_border else ""
+        return self.checksum + trimming + ("" if self.precision == "fp32" else f"-{self.precision}")
 
     @property
     def dim(self) -> int:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from vectorizer.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
@@ -71,25 +71,56 @@ def trim_uniform_border(image: Image.Image, fill: tuple[int, int, int], toleranc
     return image.crop(box), background
 
 
+TRIM_REVISION = 2  # bumped whenever trimming gives other pixels: cached vectors are keyed by it
+BORDER_PATCH = 4         # the border colour: per-channel median of each corner's 4x4 patch
+BORDER_WORK_SIDE = 512   # larger images are searched on a block-averaged copy this size
+
+
 def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
                    ) -> tuple[tuple[int, int, int, int], tuple[int, int, int]] | None:
     """(the product's box (left, top, right, bottom) with a small margin, the border colour)
-    when the corners share one colour and something else is inside; else None."""
+    when the corners share one colour and something else is inside; else None.
+
+    Tolerates grain and JPEG noise on the border (a phone photo on a plain card or table): the
+    corners' colour is the median of a patch each, and a pixel belongs to the product only if
+    it and the mean of its 3x3 neighbourhood both differ from that colour by more than
+    `tolerance` in some channel, so a stray speck does not stretch the box to the edges.
+    """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     width, height = rgb.size
-    corners = np.array([rgb.getpixel(corner) for corner in
-                        ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1))],
-                       dtype=np.int16)
-    if np.ptp(corners, axis=0).max() > tolerance:  # decided before the whole image is read
+    factor = max(1, -(-max(width, height) // BORDER_WORK_SIDE))
+    work = rgb.reduce(factor) if factor > 1 else rgb  # a block average: also denoises
+    pixels = np.asarray(work, dtype=np.int16)
+    background = corner_colour(pixels, tolerance)
+    if background is None:
         return None
-    background = np.median(corners, axis=0).astype(np.int16)
-    difference = np.abs(np.asarray(rgb, dtype=np.int16) - background)
-    foreground = ((difference[..., 0] > tolerance) | (difference[..., 1] > tolerance)
-                  | (difference[..., 2] > tolerance))  # 6x faster than .max(axis=2) over 3
+    smooth = np.asarray(work.filter(ImageFilter.BoxBlur(1)), dtype=np.int16)
+    foreground = differs(pixels, background, tolerance) & differs(smooth, background, tolerance)
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if len(rows) == 0:
         return None
-    pad = round(margin * max(rows[-1] - rows[0], cols[-1] - cols[0]))
-    box = (int(max(cols[0] - pad, 0)), int(max(rows[0] - pad, 0)),
-           int(min(cols[-1] + 1 + pad, width)), int(min(rows[-1] + 1 + pad, height)))
+    top, bottom = rows[0] * factor, min((rows[-1] + 1) * factor, height)
+    left, right = cols[0] * factor, min((cols[-1] + 1) * factor, width)
+    pad = round(margin * max(bottom - 1 - top, right - 1 - left))
+    box = (int(max(left - pad, 0)), int(max(top - pad, 0)),
+           int(min(right + pad, width)), int(min(bottom + pad, height)))
     return box, tuple(int(value) for value in background)
+
+
+def corner_colour(pixels: np.ndarray, tolerance: int) -> np.ndarray | None:
+    """The per-channel median of the four corner patches' medians, or None when the patches
+    differ by more than `tolerance` in some channel (no uniform border)."""
+    side = max(1, min(BORDER_PATCH, pixels.shape[0] // 4, pixels.shape[1] // 4))
+    patches = np.stack([pixels[:side, :side], pixels[:side, -side:],
+                        pixels[-side:, :side], pixels[-side:, -side:]]).reshape(4, -1, 3)
+    corners = np.median(patches, axis=1)
+    if np.ptp(corners, axis=0).max() > tolerance:
+        return None
+    return np.median(corners, axis=0).astype(np.int16)
+
+
+def differs(pixels: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
+    """[h, w] True where some channel is farther than `tolerance` from `colour`."""
+    difference = np.abs(pixels - colour)
+    return ((difference[..., 0] > tolerance) | (difference[..., 1] > tolerance)
+            | (difference[..., 2] > tolerance))  # 6x faster than .max(axis=2) over 3
