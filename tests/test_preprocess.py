@@ -127,3 +127,14 @@ def test_cached_vectors_and_indexes_are_keyed_by_the_trimming_code(demo_env):
     assert trimming.cache_key == f"m-trim{TRIM_REVISION}"
     printed = index_fingerprint(demo_env.config, trimming)["preprocess"]
     assert printed == {**trimming_meta["preprocess"], "trim_revision": TRIM_REVISION}
+
+
+def test_the_neighbourhood_sum_repeats_the_edges():
+    from vectorizer.preprocess import neighbourhood_sum
+
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (1, 5), (5, 1), (2, 3), (7, 9)):
+        pixels = rng.integers(0, 256, (height, width, 3)).astype(np.int16)
+        padded = np.pad(pixels, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        plain = sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3))
+        assert np.array_equal(neighbourhood_sum(pixels), plain), (height, width)
