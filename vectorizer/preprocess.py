@@ -10,6 +10,10 @@ from PIL import Image
 
 from vectorizer.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
+TRIM_REVISION = 2       # bumped when trimming gives other pixels: vector caches are keyed by it
+BORDER_PATCH = 4        # the border colour: per-channel median of each corner's 4x4 patch
+BORDER_WORK_SIDE = 512  # larger images are searched on a block-averaged copy this size
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -69,11 +73,6 @@ def trim_uniform_border(image: Image.Image, fill: tuple[int, int, int], toleranc
         return image, fill
     box, background = found
     return image.crop(box), background
-
-
-TRIM_REVISION = 2  # bumped whenever trimming gives other pixels: cached vectors are keyed by it
-BORDER_PATCH = 4         # the border colour: per-channel median of each corner's 4x4 patch
-BORDER_WORK_SIDE = 512   # larger images are searched on a block-averaged copy this size
 
 
 def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
