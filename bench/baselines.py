@@ -126,8 +126,7 @@ def frozen_imagenet_vectors(backbone: str, images: torch.Tensor, batch: int = 25
     load_into(network, backbone, "imagenet")
     network = network.eval().to(memory_format=torch.channels_last)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in normalisation(backbone))
-    with torch.inference_mode():
-        return np.concatenate([
-            network(((images[i:i + batch].float() - mean) / std).contiguous(
-                memory_format=torch.channels_last)).numpy()
-            for i in range(0, len(images), batch)])
+    return np.concatenate([
+        network(((images[i:i + batch].float() - mean) / std).contiguous(
+            memory_format=torch.channels_last)).numpy()
+        for i in range(0, len(images), batch)])

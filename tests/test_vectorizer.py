@@ -192,7 +192,6 @@ def test_corrupt_images_are_skipped_without_shifting_rows(demo_env, tmp_path):
                                max_pixels=10**7).task_probabilities is None
 
 
-
 def test_decoding_in_turns_hands_out_the_same_batches_in_order(demo_env, tmp_path):
     """Chunks decoded before the model runs (a CPU) give the same images, rows and reasons as
     workers decoding ahead (a GPU), across chunk and batch boundaries and with bad files."""

@@ -78,7 +78,8 @@ class Encoder:
     def cache_key(self) -> str:
         """What the vectors depend on: the model, the trimming code when the model trims
         borders, and the precision (bf16 moves them)."""
-        trimming = f"-trim{TRIM_REVISION}" if self.preprocess.trim_border else ""
+        revision = self.preprocess_signature.get("trim_revision")
+        trimming = f"-trim{revision}" if revision else ""
         return self.checksum + trimming + ("" if self.precision == "fp32" else f"-{self.precision}")
 
     @property
