@@ -134,7 +134,24 @@ def test_the_neighbourhood_sum_repeats_the_edges():
 
     rng = np.random.default_rng(0)
     for height, width in ((1, 1), (1, 5), (5, 1), (2, 3), (7, 9)):
-        pixels = rng.integers(0, 256, (height, width, 3)).astype(np.int16)
-        padded = np.pad(pixels, ((1, 1), (1, 1), (0, 0)), mode="edge")
-        plain = sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3))
-        assert np.array_equal(neighbourhood_sum(pixels), plain), (height, width)
+        planes = rng.integers(0, 256, (3, height, width)).astype(np.uint8)
+        padded = np.pad(planes.astype(np.int16), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        plain = sum(padded[:, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3))
+        assert np.array_equal(neighbourhood_sum(planes), plain), (height, width)
+
+
+def test_outside_range_equals_the_plain_distance_test():
+    """The wrapping subtraction gives what |value - colour| > tolerance in some channel gives,
+    for colours near 0 and 255 too (where the range is clipped)."""
+    from vectorizer.preprocess import neighbourhood_sum, outside_range
+
+    rng = np.random.default_rng(1)
+    planes = rng.integers(0, 256, (3, 40, 30)).astype(np.uint8)
+    sums = neighbourhood_sum(planes)
+    for colour in ([0, 0, 0], [255, 255, 255], [10, 128, 250], [24, 231, 25]):
+        colour = np.array(colour, np.int16)
+        low, high = np.maximum(colour - 24, 0), np.minimum(colour + 24, 255)
+        plain = (np.abs(planes.astype(np.int16) - colour[:, None, None]) > 24).any(axis=0)
+        assert np.array_equal(outside_range(planes, low, high), plain), colour
+        plain_sums = (np.abs(sums - 9 * colour[:, None, None]) > 9 * 24).any(axis=0)
+        assert np.array_equal(outside_range(sums, 9 * low, 9 * high), plain_sums), colour

@@ -334,3 +334,13 @@ def test_freed_buffers_are_reused_without_page_faults():
     pages = (64 << 20) // 4096
     assert refaults("default") > 4 * pages  # the behaviour being fixed is real here
     assert refaults("keep") < pages // 4
+
+
+def test_one_thread_restores_the_thread_count_even_after_an_error():
+    before = torch.get_num_threads()
+    with device.one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), device.one_thread():
+        raise RuntimeError("a decoding worker died")
+    assert torch.get_num_threads() == before

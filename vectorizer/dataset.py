@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vectorizer.device import one_thread
 from vectorizer.images import ImageError, open_image
 from vectorizer.preprocess import Preprocess
 
@@ -78,10 +79,11 @@ def load_all(paths: list[str], preprocess: Preprocess, *, batch_size: int, worke
     size = preprocess.input_size
     tensor = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     reasons = [""] * len(paths)
-    for images, indices, batch_reasons in iterate_batches(
-            paths, preprocess, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
-            progress=progress):
-        tensor[indices] = images
-        for index, reason in zip(indices, batch_reasons, strict=True):
-            reasons[index] = reason
+    with one_thread():  # the workers decode; the main process only copies
+        for images, indices, batch_reasons in iterate_batches(
+                paths, preprocess, batch_size=batch_size, workers=workers,
+                max_pixels=max_pixels, progress=progress):
+            tensor[indices[0]:indices[0] + len(indices)] = images  # in order: no scatter
+            for index, reason in zip(indices, batch_reasons, strict=True):
+                reasons[index] = reason
     return tensor, reasons

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -66,3 +67,20 @@ def keep_freed_memory() -> bool:
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread, then restore the count.
+
+    While decoding workers fill the cores, the main process only copies their batches; with
+    its usual thread pool, idle pool threads spin after each copy and take CPU from the
+    workers (`load_all` of 8,192 catalog shots, 2 workers: main-process CPU 0.136 -> 0.048 ms
+    per image, wall 0.326 -> 0.295 ms per image).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -47,7 +47,9 @@ class Preprocess:
         square = self.pad_to_square(image, fill)
         resized = square.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR,
                                 reducing_gap=2.0)
-        return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1)
+        side = self.input_size  # PIL's bytes straight into a tensor: 2x faster than np.asarray
+        pixels = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
+        return pixels.view(side, side, 3).permute(2, 0, 1)
 
     @staticmethod
     def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
@@ -89,12 +91,13 @@ def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
     width, height = rgb.size
     factor = max(1, -(-max(width, height) // BORDER_WORK_SIDE))
     work = rgb.reduce(factor) if factor > 1 else rgb  # a block average: also denoises
-    pixels = np.asarray(work, dtype=np.int16)
-    background = corner_colour(pixels, tolerance)
+    planes = colour_planes(work)
+    background = corner_colour(planes, tolerance)
     if background is None:
         return None
-    foreground = (differs(pixels, background, tolerance)
-                  & differs(neighbourhood_sum(pixels), 9 * background, 9 * tolerance))
+    low, high = np.maximum(background - tolerance, 0), np.minimum(background + tolerance, 255)
+    foreground = (outside_range(planes, low, high)
+                  & outside_range(neighbourhood_sum(planes), 9 * low, 9 * high))
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if len(rows) == 0:
         return None
@@ -106,37 +109,47 @@ def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
     return box, tuple(int(value) for value in background)
 
 
-def corner_colour(pixels: np.ndarray, tolerance: int) -> np.ndarray | None:
-    """The per-channel median of the four corner patches' medians, or None when the patches
-    differ by more than `tolerance` in some channel (no uniform border)."""
-    side = max(1, min(BORDER_PATCH, pixels.shape[0] // 4, pixels.shape[1] // 4))
-    patches = np.sort(np.stack([pixels[:side, :side], pixels[:side, -side:], pixels[-side:, :side],
-                                pixels[-side:, -side:]]).reshape(4, -1, 3), axis=1)
-    middle = patches.shape[1] // 2  # the median, 5x faster than np.median on such small arrays
-    corners = (patches[:, (patches.shape[1] - 1) // 2] + patches[:, middle]) / 2
-    if np.ptp(corners, axis=0).max() > tolerance:
+def colour_planes(image: Image.Image) -> np.ndarray:
+    """An RGB image as uint8 planes [3, h, w]: per-channel thresholds then broadcast over
+    whole planes (numpy is slow on a trailing axis of 3; half the finder's time went there)."""
+    width, height = image.size
+    pixels = np.frombuffer(image.tobytes(), np.uint8).reshape(height, width, 3)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def corner_colour(planes: np.ndarray, tolerance: int) -> np.ndarray | None:
+    """The per-channel median of the four corner patches' medians (int16 [3], floored), or None
+    when the patches differ by more than `tolerance` in some channel (no uniform border)."""
+    side = max(1, min(BORDER_PATCH, planes.shape[1] // 4, planes.shape[2] // 4))
+    patches = np.concatenate([planes[:, :side, :side], planes[:, :side, -side:],
+                              planes[:, -side:, :side], planes[:, -side:, -side:]], axis=1)
+    ordered = np.sort(patches.reshape(3, 4, -1), axis=2).astype(np.int16)
+    count = ordered.shape[2]
+    twice_medians = np.sort(ordered[:, :, (count - 1) // 2] + ordered[:, :, count // 2], axis=1)
+    if (twice_medians[:, 3] - twice_medians[:, 0]).max() > 2 * tolerance:
         return None
-    return np.median(corners, axis=0).astype(np.int16)
+    return (twice_medians[:, 1] + twice_medians[:, 2]) // 4  # the median of the four
 
 
-def neighbourhood_sum(pixels: np.ndarray) -> np.ndarray:
-    """The sum over each pixel's 3x3 neighbourhood, edges repeated (int16: at most 9 x 255);
-    4x faster than PIL's BoxBlur on a catalog shot."""
-    rows = pixels.copy()
-    rows[1:] += pixels[:-1]
-    rows[:-1] += pixels[1:]
-    rows[0] += pixels[0]  # the edge counted again (three times in a one-row image)
-    rows[-1] += pixels[-1]
+def neighbourhood_sum(planes: np.ndarray) -> np.ndarray:
+    """The sum over each pixel's 3x3 neighbourhood per plane [c, h, w], edges repeated (int16:
+    at most 9 x 255); 4x faster than PIL's BoxBlur on a catalog shot."""
+    rows = planes.astype(np.int16)
+    rows[:, 1:] += planes[:, :-1]
+    rows[:, :-1] += planes[:, 1:]
+    rows[:, 0] += planes[:, 0]  # the edge counted again (three times in a one-row image)
+    rows[:, -1] += planes[:, -1]
     total = rows.copy()
-    total[:, 1:] += rows[:, :-1]
-    total[:, :-1] += rows[:, 1:]
-    total[:, 0] += rows[:, 0]
-    total[:, -1] += rows[:, -1]
+    total[:, :, 1:] += rows[:, :, :-1]
+    total[:, :, :-1] += rows[:, :, 1:]
+    total[:, :, 0] += rows[:, :, 0]
+    total[:, :, -1] += rows[:, :, -1]
     return total
 
 
-def differs(pixels: np.ndarray, colour: np.ndarray, tolerance: int) -> np.ndarray:
-    """[h, w] True where some channel is farther than `tolerance` from `colour`."""
-    difference = np.abs(pixels - colour)
-    return ((difference[..., 0] > tolerance) | (difference[..., 1] > tolerance)
-            | (difference[..., 2] > tolerance))  # 6x faster than .max(axis=2) over 3
+def outside_range(planes: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """[h, w] True where some plane's value lies outside its [low, high] (0 <= low <= high):
+    one wrapping unsigned subtraction (below `low` wraps to a large value), one comparison."""
+    unsigned = np.uint8 if planes.dtype == np.uint8 else np.uint16
+    shifted = planes.view(unsigned) - low.astype(unsigned)[:, None, None]
+    return (shifted > (high - low).astype(unsigned)[:, None, None]).any(axis=0)
