@@ -22,7 +22,7 @@ from PIL import Image
 
 from config.schema import ColourConfig
 from vectorizer.images import ImageError, open_image
-from vectorizer.preprocess import uniform_border
+from vectorizer.preprocess import colour_planes, corner_colour, product_mask
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,14 @@ def colour_weight(config: ColourConfig, mode: str) -> float:
 
 def colour_histogram(image: Image.Image) -> np.ndarray:
     """A normalised RGB histogram (HISTOGRAM_BINS³) of the product's pixels: a uniform border
-    (the studio background) is left out when there is one."""
+    (the studio background, or a grainy card) is left out when there is one."""
     small = image.convert("RGB")
     small.thumbnail((HISTOGRAM_SIDE, HISTOGRAM_SIDE))
-    pixels = np.asarray(small, dtype=np.int16).reshape(-1, 3)
-    found = uniform_border(small, BORDER_TOLERANCE)
-    if found is not None:
-        background = np.array(found[1], dtype=np.int16)
-        product = np.abs(pixels - background).max(axis=1) > BORDER_TOLERANCE
+    planes = colour_planes(small)
+    pixels = planes.reshape(3, -1).T.astype(np.int16)
+    background = corner_colour(planes, BORDER_TOLERANCE)
+    if background is not None:  # the trimming's own test: grain on the card is not product
+        product = product_mask(planes, background, BORDER_TOLERANCE).reshape(-1)
         pixels = pixels[product] if product.any() else pixels
     cells = (pixels * HISTOGRAM_BINS) // 256
     index = (cells[:, 0] * HISTOGRAM_BINS + cells[:, 1]) * HISTOGRAM_BINS + cells[:, 2]

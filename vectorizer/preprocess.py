@@ -95,9 +95,7 @@ def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
     background = corner_colour(planes, tolerance)
     if background is None:
         return None
-    low, high = np.maximum(background - tolerance, 0), np.minimum(background + tolerance, 255)
-    foreground = (outside_range(planes, low, high)
-                  & outside_range(neighbourhood_sum(planes), 9 * low, 9 * high))
+    foreground = product_mask(planes, background, tolerance)
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if len(rows) == 0:
         return None
@@ -107,6 +105,15 @@ def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
     box = (int(max(left - pad, 0)), int(max(top - pad, 0)),
            int(min(right + pad, width)), int(min(bottom + pad, height)))
     return box, tuple(int(value) for value in background)
+
+
+def product_mask(planes: np.ndarray, background: np.ndarray, tolerance: int) -> np.ndarray:
+    """[h, w] True where a pixel and the mean of its 3x3 neighbourhood both differ from the
+    `background` colour by more than `tolerance` in some channel: the product, not the card's
+    grain or a stray speck."""
+    low, high = np.maximum(background - tolerance, 0), np.minimum(background + tolerance, 255)
+    return (outside_range(planes, low, high)
+            & outside_range(neighbourhood_sum(planes), 9 * low, 9 * high))
 
 
 def colour_planes(image: Image.Image) -> np.ndarray:
