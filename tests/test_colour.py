@@ -25,7 +25,6 @@ def test_histogram_counts_the_product_not_the_studio_background():
     assert hellinger(red, np.stack([on_grey, blue])) == pytest.approx([0.0, 1.0], abs=1e-6)
 
 
-
 def test_histogram_leaves_out_the_grain_of_a_card():
     """A red product on a grey card with sensor grain (a phone photo): the grain's pixels that
     stray past the tolerance one by one are card, not product, so the histogram stays red."""
@@ -37,6 +36,7 @@ def test_histogram_leaves_out_the_grain_of_a_card():
     grainy = colour_histogram(photo)
     assert hellinger(clean, grainy[None, :])[0] < 0.1  # before: 0.20, red cell 0.92
     assert grainy.max() > 0.98
+
 
 def test_weights_per_mode():
     config = ColourConfig(column="colour", similar_weight=0.1, same_weight=0.5)
