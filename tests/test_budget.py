@@ -1,5 +1,6 @@
 """training.max_minutes: steps fitted to the time left, kept on resume, clear when too small."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -67,17 +68,18 @@ def test_a_resumed_run_keeps_the_interrupted_runs_plan(demo_env, tmp_path, monke
     monkeypatch.setattr(budget, "measure_costs", lambda trainer: next(costs))
     monkeypatch.setattr(budget, "FINAL_SECONDS", 0.0)
     config = demo_config(tmp_path, demo_env, "c", training__epochs=4, training__max_minutes=1)
-    original, seen = training.Trainer.train_epoch, []
+    original, seen, lag = training.Trainer.train_epoch, [], [0.0]
 
     def interrupted_after_one(self, epoch):
         seen.append((epoch, self.plan.steps))
         if len(seen) == 2:
             raise KeyboardInterrupt
+        lag[0] += 20.0  # the epoch runs at the timed pace: the plan stays
         return original(self, epoch)
 
     monkeypatch.setattr(training.Trainer, "train_epoch", interrupted_after_one)
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, limit=96, progress=False)
+        training.train(config, limit=96, progress=False, clock=lambda: time.monotonic() + lag[0])
     planned = seen[0][1]
     assert planned == 2  # ~55 s left at 20 s per step, of 4 epochs of one step each
     monkeypatch.setattr(training.Trainer, "train_epoch", original)
@@ -90,8 +92,6 @@ def test_a_resumed_run_keeps_the_interrupted_runs_plan(demo_env, tmp_path, monke
 def test_a_run_that_falls_behind_its_plan_takes_fewer_steps(demo_env, tmp_path, monkeypatch):
     """The plan said every epoch fits; each epoch then takes 20 s (a slower machine than the
     timed steps showed), so after each epoch the rest is refitted to the time left."""
-    import time
-
     monkeypatch.setattr(budget, "measure_costs", lambda trainer: Costs(step=0.01, per_image=0.0))
     config = demo_config(tmp_path, demo_env, "d", training__epochs=4, training__max_minutes=1)
     lag, original, seen = [0.0], training.Trainer.train_epoch, []
@@ -117,3 +117,23 @@ def test_a_run_on_pace_keeps_its_plan(demo_env, tmp_path, monkeypatch):
     config = demo_config(tmp_path, demo_env, "e", training__epochs=3, training__max_minutes=600)
     meta = training.train(config, limit=96, progress=False)
     assert meta["plan"]["steps"] == 3 and meta["plan"]["initial_steps"] is None
+
+
+def test_a_run_ahead_of_its_plan_takes_more_steps_up_to_every_epoch(demo_env, tmp_path,
+                                                                     monkeypatch):
+    """The timed steps read 20 s each (slower than the epochs then run), so the first plan
+    fits 2 of 4 one-step epochs; the first epoch ends at once, and the rest is refitted: all
+    4 fit in the time left, and no more than the configured epochs."""
+    monkeypatch.setattr(budget, "measure_costs", lambda trainer: Costs(step=20.0, per_image=0.0))
+    monkeypatch.setattr(budget, "FINAL_SECONDS", 0.0)
+    config = demo_config(tmp_path, demo_env, "f", training__epochs=4, training__max_minutes=1)
+    original, seen = training.Trainer.train_epoch, []
+
+    def recorded(self, epoch):
+        seen.append(self.plan.steps)
+        return original(self, epoch)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", recorded)
+    meta = training.train(config, limit=96, progress=False)
+    assert seen == [2, 4, 4, 4]
+    assert meta["plan"]["steps"] == 4 and meta["plan"]["initial_steps"] == 2

@@ -34,7 +34,7 @@ class Plan:
     steps_per_epoch: int
     max_minutes: float | None = None
     step_seconds: float | None = None
-    initial_steps: int | None = None   # the first plan's steps, when an epoch ran slower
+    initial_steps: int | None = None   # the first plan's steps, when epochs ran at another pace
 
     @property
     def epochs(self) -> int:
@@ -125,19 +125,21 @@ def plan_run(trainer, deadline: float | None) -> Plan:
 
 def replan_after_epoch(trainer, epochs_done: int, train_seconds: float, val_seconds: float,
                        seconds_left: float) -> None:
-    """Fewer steps when the epoch just ended ran slower than the plan's timed steps, so that
-    the rest still ends within the budget (this machine's speed drifts by +-10 % within
-    minutes); never more. The one-cycle schedule is refitted to the new total."""
+    """Refit the rest of the run to the pace the epoch just ended ran at: fewer steps when it
+    ran slower than planned, more (up to every epoch) when faster, so that the run ends within
+    the budget and uses it (this machine's speed drifts by +-10 % within minutes, and the six
+    timed steps often read slower than the epochs run). The one-cycle schedule is refitted to
+    the new total."""
     plan = trainer.plan
     done = plan.steps_before(epochs_done)
     if plan.max_minutes is None or done >= plan.steps:
         return
     step_seconds = train_seconds / max(1, plan.steps_in(epochs_done - 1))
     costs = Costs(step=step_seconds, per_image=val_seconds / max(1, len(trainer.val_rows)))
-    rest = fit_steps(plan.steps - done, plan.steps_per_epoch, seconds_left, costs,
-                     val_images=len(trainer.val_rows),
+    rest = fit_steps(trainer.max_epochs * plan.steps_per_epoch - done, plan.steps_per_epoch,
+                     seconds_left, costs, val_images=len(trainer.val_rows),
                      mean_images=min(trainer.mean_sample, len(trainer.train_rows)))
-    if done + rest >= plan.steps:
+    if done + rest == plan.steps:
         return
     log.info("time budget: epoch %d ran at %.2f s per step (planned %.2f); training %d steps "
              "instead of %d", epochs_done, step_seconds, plan.step_seconds or 0.0, done + rest,
