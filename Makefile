@@ -37,8 +37,9 @@ index: model
 serve: venv
 	@$(BIN)/python -c "import socket,sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $(PORT))) == 0)" \
 	  || { echo "Port $(PORT) is already taken (another app?). Stop it, or run: make demo PORT=8502"; exit 1; }
-	@echo "Serving on http://localhost:$(PORT)"
-	$(BIN)/streamlit run front_end.py --server.port $(PORT) --server.headless true -- --config $(CONFIG)
+	@echo "Starting on http://localhost:$(PORT) (until the model and the index are loaded, a page says so)"
+	@$(BIN)/python -m util.local_servers --port $(PORT) --pid $$$$ & \
+	  exec $(BIN)/streamlit run front_end.py --server.port $(PORT) --server.headless true -- --config $(CONFIG)
 
 demo: index serve
 

@@ -8,14 +8,18 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NoReturn
 
 import streamlit as st
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from app.display import md
-from app.service_loader import LOADER, Loading
+from app.service_loader import LOADER, Loading, Readiness
 from search import SearchService
 
 log = logging.getLogger("front_end")
@@ -23,6 +27,8 @@ log = logging.getLogger("front_end")
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "config" / "config.yml"
 CONFIG_ENV = "VSEARCH_CONFIG"  # used when no --config is given (e.g. by tests)
+READY_PATH = "/api/ready"  # 200 once a visitor waits for nothing; 503 while loading or broken
+WARMED_UP = threading.Event()  # the pages are imported and their caches filled (at start)
 
 
 def config_path_from_args(argv: list[str] | None = None) -> Path:
@@ -71,9 +77,10 @@ def show_starting(loading: Loading | None) -> NoReturn:
 
 
 def pages() -> dict[str, tuple[str, str, Callable[[SearchService, str], None]]]:
-    """url path -> (title, icon, render). The page modules import here, inside a session's run:
-    at server start Streamlit imports this file before its runtime exists, and their caches must
-    be created inside it."""
+    """url path -> (title, icon, render). The page modules import here, not at the top: Streamlit
+    imports this file before its runtime exists, and their caches must be created inside it
+    (`warm_up` imports them at server start, after the runtime; a custom component such as the
+    cropper registers only when imported in a session's run, so app/crop.py imports it there)."""
     from app.explore_page import explore_page
     from app.list_page import list_page
     from app.report_page import report_page
@@ -119,16 +126,51 @@ def show_our_logs() -> None:
     logging.getLogger("app").setLevel(logging.INFO)
 
 
+def warm_up() -> None:
+    """At server start: import the pages (altair alone takes ~0.4 s) and, once the service is
+    loaded, fill the caches the Search page reads first, so that the first visitor waits no
+    longer than later ones. A failure here is logged; the page shows it when opened."""
+    try:
+        pages()
+        answer = LOADER.wait(config_path_from_args())
+        if answer.service is not None:
+            from app.cache import warm
+
+            warm(answer.service, answer.key)
+    except Exception:
+        log.exception("warming up the pages failed")
+    finally:
+        WARMED_UP.set()
+
+
 @contextlib.asynccontextmanager
 async def start_loading(_app: st.App) -> AsyncIterator[None]:
-    """At server start: begin loading the model and the index, so no visitor waits for it."""
+    """At server start (the runtime exists by now): load the model and the index and warm the
+    pages up, in background threads, so that no visitor waits for either."""
     show_our_logs()
     LOADER.request(config_path_from_args())
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     yield
 
 
+def readiness() -> Readiness:
+    """Ready when the search service is loaded and the pages are warmed up."""
+    state = LOADER.request(config_path_from_args()).readiness
+    if state.ready and not WARMED_UP.is_set():
+        return Readiness("loading", "preparing the pages")
+    return state
+
+
+async def ready_endpoint(_request: Request) -> JSONResponse:
+    """The readiness probe: /_stcore/health says the server answers, this that a visitor
+    arriving now waits for nothing (`make serve`, the tests and bench/load.py wait for it)."""
+    state = readiness()
+    return JSONResponse({"status": state.status, "detail": state.detail},
+                        status_code=200 if state.ready else 503)
+
+
 # `streamlit run front_end.py` serves this app (Streamlit finds `app`); each session runs main().
-app = st.App(__file__, lifespan=start_loading)
+app = st.App(__file__, lifespan=start_loading, routes=[Route(READY_PATH, ready_endpoint)])
 
 if __name__ == "__main__":
     main()

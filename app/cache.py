@@ -73,6 +73,14 @@ def map_frame(_service: SearchService, service_key: str) -> pd.DataFrame:
     return _service.store.map_sample(MAP_MAX_POINTS)
 
 
+def warm(service: SearchService, service_key: str) -> None:
+    """Fill what the Search page reads on its first run (the gallery, its thumbnails, the
+    filter options), so that the first visitor waits no longer than later ones."""
+    filter_options(service, service_key)
+    for row in gallery_examples(service, service_key):
+        item_thumbnail(service, service.items.iloc[row].get("image_file"))
+
+
 def item_thumbnail(service: SearchService, image_file: object) -> bytes | None:
     path = Path(str(image_file or ""))
     try:

@@ -4,7 +4,6 @@ and kept in the shareable link (`crop=x,y,w,h`, pixels of the original image).""
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_cropper import st_cropper
 
 from app.confidence import CROP_OPEN
 from app.display import md, thumbnail_bytes
@@ -31,6 +30,7 @@ def crop_tool(service: SearchService, query: dict, content: bytes, digest: str) 
         st.caption("Drag the box (or its corners) around the product, then search that region. "
                    "The box starts on the product's own bounds when the photo has a plain "
                    "border.")
+        from streamlit_cropper import st_cropper  # imported in a session's run: see pages()
         drawn = st_cropper(image, realtime_update=True, box_color="#ff4b4b", return_type="box",
                            default_coords=(start.x, start.x + start.w, start.y,
                                            start.y + start.h),

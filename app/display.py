@@ -91,7 +91,8 @@ def gallery_rows(items: pd.DataFrame, size: int, column: str | None, seed: int =
     is a seeded choice, so the same catalog and seed give the same gallery."""
     if size <= 0 or items.empty:
         return []
-    table = items.assign(_row=range(len(items))).sort_values("id", kind="stable")
+    wanted = ["id"] + ([column] if column and column in items and column != "id" else [])
+    table = items[wanted].assign(_row=range(len(items))).sort_values("id", kind="stable")
     table = table.assign(_draw=np.random.default_rng(seed).permutation(len(table)))
     if column and column in table:
         groups = table[column].astype(str)

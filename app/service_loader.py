@@ -46,6 +46,30 @@ class Answer:
     loading: Loading | None = None
     error: str | None = None
 
+    @property
+    def readiness(self) -> Readiness:
+        """What a readiness probe reports for this answer (`/api/ready` in front_end.py)."""
+        if self.error:
+            return Readiness("error", self.error)
+        if self.service is None:
+            waited = f" ({self.loading.waited_s:.1f} s so far)" if self.loading else ""
+            return Readiness("loading", f"loading the model and the index{waited}")
+        if self.loading is not None:
+            return Readiness("ready", "serving; a rebuilt index or edited config is loading")
+        return Readiness("ready", f"serving {self.service.size:,} items")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether searches can be answered now: status is "ready", "loading" or "error"."""
+
+    status: str
+    detail: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
 
 def read_config(path: Path) -> tuple[AppConfig, str]:
     """The config and its content digest; ConfigError naming the file otherwise."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -12,8 +15,15 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 
-from tests.fixtures_demo import DemoEnv
-from util.local_servers import AppStartError, running_app, served_folder
+from tests.fixtures_demo import ROOT, DemoEnv, write_demo_config
+from util.local_servers import (
+    READY_PATH,
+    AppStartError,
+    free_port,
+    probe,
+    running_app,
+    served_folder,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -152,15 +162,45 @@ def test_four_sessions_at_once_each_get_their_own_results(app_url, catalog_image
     assert len(set(firsts)) > 1  # four different queries, not one answer for all
 
 
-def test_model_and_index_load_at_server_start(demo_env, tmp_path):
-    """No visitor has opened a page, yet the server says the service is ready."""
+def test_model_and_index_load_at_server_start_and_readiness_says_when(demo_env, tmp_path):
+    """No visitor has opened a page, yet /api/ready turns 200 once the service is loaded, and
+    `make serve`'s announcer prints the address then."""
     log = tmp_path / "streamlit.log"
-    with running_app(demo_env.config_path, log, START_TIMEOUT_S) as (_url, server):
+    with running_app(demo_env.config_path, log, START_TIMEOUT_S, ready=False) as (url, server):
+        statuses = []
         deadline = time.monotonic() + START_TIMEOUT_S
-        while "search service ready" not in log.read_text() and time.monotonic() < deadline:
-            assert server.poll() is None, log.read_text()
-            time.sleep(0.2)
+        while time.monotonic() < deadline:
+            code, body = probe(url + READY_PATH)
+            statuses.append((code, json.loads(body)["status"]))
+            if code == 200:
+                break
+            time.sleep(0.05)
+        assert statuses[-1] == (200, "ready")
+        assert set(statuses[:-1]) <= {(503, "loading")}
         assert "search service ready" in log.read_text()
+        port = urlsplit(url).port
+        announced = subprocess.run(
+            [sys.executable, "-m", "util.local_servers", "--port", str(port), "--pid",
+             str(server.pid), "--timeout", "30"], cwd=ROOT, capture_output=True, text=True)
+        assert announced.returncode == 0
+        assert announced.stdout.startswith(f"Ready: http://localhost:{port} ")
+
+
+def test_the_announcer_leaves_quietly_when_the_server_has_ended():
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    announced = subprocess.run(
+        [sys.executable, "-m", "util.local_servers", "--port", str(free_port()), "--pid",
+         str(finished.pid), "--timeout", "30"], cwd=ROOT, capture_output=True, text=True)
+    assert announced.returncode == 1 and announced.stdout == ""
+
+
+def test_a_server_that_cannot_serve_says_why_at_start(tmp_path):
+    config = write_demo_config(tmp_path)  # nothing built in tmp_path: no model, no index
+    with pytest.raises(AppStartError, match=re.escape(
+            "the app cannot serve: paths.trained_model_path: no checkpoint at")), \
+            running_app(config, tmp_path / "streamlit.log", START_TIMEOUT_S):
+        pass
 
 
 def test_shortlist_survives_reload_and_restart_per_browser(app_url, demo_env, browser,

@@ -352,6 +352,24 @@ def test_loader_serves_the_old_version_while_a_rebuilt_one_loads(demo_env, tmp_p
     assert after.key.endswith(current_version(index)) and after.key != first.key
     assert during.loading is not None  # the rebuilt version is loading in the background...
     assert during.service is first.service  # ...while the old one serves: never a blank page
+    assert during.readiness.ready and "loading" in during.readiness.detail
+
+
+def test_readiness_says_loading_then_ready_and_names_an_error(demo_env, tmp_path):
+    config = variant_config(demo_env, tmp_path / "good").resolve()
+    loader = ServiceLoader()
+    started = loader.request(config)  # the first request starts the load: nothing serves yet
+    assert started.service is None
+    assert started.readiness.status == "loading" and not started.readiness.ready
+    done = loader.wait(config).readiness
+    indexed = IndexStore.load(Path(demo_env.config.paths.ann_index_path)).size
+    assert done.ready and done.detail == f"serving {indexed:,} items"
+    (tmp_path / "no_index").mkdir()
+    broken = variant_config(demo_env, tmp_path / "broken",
+                            paths__ann_index_path=str(tmp_path / "no_index")).resolve()
+    failed = loader.wait(broken).readiness
+    assert failed.status == "error" and not failed.ready
+    assert "No index found" in failed.detail
 
 
 def test_an_unchanged_config_is_parsed_once_and_an_edited_one_again(demo_env, tmp_path):
