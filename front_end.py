@@ -17,6 +17,7 @@ import streamlit as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from streamlit import delta_generator
 
 from app.display import md
 from app.service_loader import LOADER, Loading, Readiness
@@ -131,6 +132,7 @@ def warm_up() -> None:
     loaded, fill the caches the Search page reads first, so that the first visitor waits no
     longer than later ones. A failure here is logged; the page shows it when opened."""
     try:
+        streamlit_first_element_check()
         pages()
         answer = LOADER.wait(config_path_from_args())
         if answer.service is not None:
@@ -141,6 +143,15 @@ def warm_up() -> None:
         log.exception("warming up the pages failed")
     finally:
         WARMED_UP.set()
+
+
+def streamlit_first_element_check() -> None:
+    """Streamlit asks once per process, when the first element is sent, whether it runs in a
+    REPL, and `inspect.stack()` resolves the path of every loaded module (~90 ms here, paid by
+    the first visitor); ask it at start. A private function: skipped if a release drops it."""
+    check = getattr(delta_generator, "_maybe_print_use_warning", None)
+    if callable(check):
+        check()
 
 
 @contextlib.asynccontextmanager
