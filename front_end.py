@@ -22,13 +22,13 @@ from streamlit import delta_generator
 from app.display import md
 from app.service_loader import LOADER, Loading, Readiness
 from search import SearchService
+from util.local_servers import READY_PATH  # 200 once a visitor waits for nothing, else 503
 
 log = logging.getLogger("front_end")
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = ROOT / "config" / "config.yml"
 CONFIG_ENV = "VSEARCH_CONFIG"  # used when no --config is given (e.g. by tests)
-READY_PATH = "/api/ready"  # 200 once a visitor waits for nothing; 503 while loading or broken
 WARMED_UP = threading.Event()  # the pages are imported and their caches filled (at start)
 
 

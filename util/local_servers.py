@@ -1,4 +1,5 @@
-"""Local servers for tests and benchmarks: the real app on a free port, a folder over HTTP."""
+"""Local servers for tests and benchmarks: the real app on a free port (waited for until ready),
+a folder over HTTP; `python -m util.local_servers` is `make serve`'s "Ready" announcer."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def app_command(config_path: Path, port: int) -> list[str]:
             "--browser.gatherUsageStats", "false", "--", "--config", str(config_path)]
 
 
-READY_PATH = "/api/ready"  # front_end.READY_PATH (not imported: that would load Streamlit)
+READY_PATH = "/api/ready"  # the app's readiness route (front_end.ready_endpoint)
 
 
 def probe(url: str) -> tuple[int, bytes] | None:
