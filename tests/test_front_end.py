@@ -6,6 +6,7 @@ import io
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import front_end
 import search
 from app import display
 from app.search_page import EXAMPLES_TAB, INPUT_TABS
-from app.service_loader import LOADER, ServiceLoader
+from app.service_loader import LOADER, Readiness, ServiceLoader
 from index_store.store import IndexStore, current_version
 from tests.fixtures_demo import ROOT, DemoEnv, write_demo_config
 from tests.fixtures_http import make_test_image
@@ -370,6 +371,14 @@ def test_readiness_says_loading_then_ready_and_names_an_error(demo_env, tmp_path
     failed = loader.wait(broken).readiness
     assert failed.status == "error" and not failed.ready
     assert "No index found" in failed.detail
+
+
+def test_ready_only_after_the_warm_up(demo_env, monkeypatch):
+    use_config(demo_env.config_path, monkeypatch)  # the service is loaded
+    monkeypatch.setattr(front_end, "WARMED_UP", threading.Event())
+    assert front_end.readiness() == Readiness("loading", "preparing the pages")
+    front_end.warm_up()  # what the server runs at start, in a thread
+    assert front_end.WARMED_UP.is_set() and front_end.readiness().ready
 
 
 def test_an_unchanged_config_is_parsed_once_and_an_edited_one_again(demo_env, tmp_path):
