@@ -173,17 +173,12 @@ async def one_round(browser, url: str, links: list[str], k: int, pid: int) -> di
             "server_peak_rss_mb": process_peak_rss_mb(pid)}
 
 
-async def run_rounds(url: str, pid: int, links: list[str], counts: list[int], k: int,
-                     first_load_s: float | None) -> dict:
+async def run_rounds(url: str, pid: int, links: list[str], counts: list[int], k: int) -> dict:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            first = first_load_s
-            if first is None:
-                page, first = await open_session(browser, url)
-                await page.context.close()
             rounds, used = [], 0
             for count in counts:
                 log(f"{count} session(s)…")
@@ -191,7 +186,7 @@ async def run_rounds(url: str, pid: int, links: list[str], counts: list[int], k:
                 used += count
         finally:
             await browser.close()
-    return {"first_visitor_page_load_s": first, "rounds": rounds}
+    return {"rounds": rounds}
 
 
 def visits_in_own_browsers(url: str, count: int) -> list[float]:
@@ -269,8 +264,8 @@ def measure(config_path: Path, counts: list[int], seed: int, starts: int) -> dic
             ready_s = time.perf_counter() - started
             first = visits_in_own_browsers(url, 1)[0]
             links = [url_of(path) for path in images]
-            result = asyncio.run(run_rounds(url, server.pid, links, counts, k, first))
-        result["server_ready_after_s"] = ready_s
+            result = asyncio.run(run_rounds(url, server.pid, links, counts, k))
+        result.update(server_ready_after_s=ready_s, first_visitor_page_load_s=first)
         result["visitor_during_start_up"] = start_up_visit(copy, Path(scratch) / "second.log")
         if starts:
             result["first_and_later_visitors"] = first_and_later_visitors(copy, Path(scratch),
