@@ -13,6 +13,7 @@ from vectorizer.pretrained import IMAGENET_MEAN, IMAGENET_STD
 TRIM_REVISION = 2       # bumped when trimming gives other pixels: vector caches are keyed by it
 BORDER_PATCH = 4        # the border colour: per-channel median of each corner's 4x4 patch
 BORDER_WORK_SIDE = 512  # larger images are searched on a block-averaged copy this size
+REDUCING_GAP = 2.0      # Pillow's resize shrinks by whole blocks first from this ratio x 2
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,12 @@ class Preprocess:
         fill = (self.pad_value,) * 3
         if self.trim_border:  # pad with the border's own colour: a product on a coloured
             image, fill = trim_uniform_border(image, fill)  # card stays on that colour
-        square = self.pad_to_square(image, fill)
+        return self.resized(self.pad_to_square(image, fill))
+
+    def resized(self, square: Image.Image) -> torch.Tensor:
+        """A square image at the input size as uint8 [3, s, s]."""
         resized = square.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR,
-                                reducing_gap=2.0)
+                                reducing_gap=REDUCING_GAP)
         side = self.input_size  # PIL's bytes straight into a tensor: 2x faster than np.asarray
         pixels = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
         return pixels.view(side, side, 3).permute(2, 0, 1)
@@ -91,26 +95,42 @@ def uniform_border(image: Image.Image, tolerance: int = 24, margin: float = 0.05
     width, height = rgb.size
     factor = max(1, -(-max(width, height) // BORDER_WORK_SIDE))
     work = rgb.reduce(factor) if factor > 1 else rgb  # a block average: also denoises
-    planes = colour_planes(work)
-    background = corner_colour(planes, tolerance)
-    if background is None:
-        return None
-    foreground = product_mask(planes, background, tolerance)
-    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
-    if len(rows) == 0:
-        return None
-    top, bottom = rows[0] * factor, min((rows[-1] + 1) * factor, height)
-    left, right = cols[0] * factor, min((cols[-1] + 1) * factor, width)
-    pad = round(margin * max(bottom - 1 - top, right - 1 - left))
-    box = (int(max(left - pad, 0)), int(max(top - pad, 0)),
-           int(min(right + pad, width)), int(min(bottom + pad, height)))
-    return box, tuple(int(value) for value in background)
+    return uniform_borders(colour_planes(work)[None], tolerance, margin, factor, (width, height))[0]
+
+
+def uniform_borders(planes: np.ndarray, tolerance: int = 24, margin: float = 0.05,
+                    factor: int = 1, size: tuple[int, int] | None = None
+                    ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int]] | None]:
+    """`uniform_border` of each of n same-sized images at once (uint8 planes [n, 3, h, w],
+    `factor` times smaller than the images' `size` (width, height)): numpy's per-call cost,
+    not the pixels, is most of one 60x80 catalog shot's search."""
+    width, height = size or (planes.shape[3] * factor, planes.shape[2] * factor)
+    backgrounds = corner_colours(planes, tolerance)
+    found: list = [None] * len(planes)
+    bordered = np.flatnonzero(backgrounds[:, 0] >= 0)
+    if len(bordered) == 0:
+        return found
+    foreground = product_mask(planes[bordered], backgrounds[bordered], tolerance)
+    rows, cols = foreground.any(axis=2), foreground.any(axis=1)
+    edges = zip(rows.any(axis=1).tolist(), (rows.argmax(axis=1) * factor).tolist(),
+                ((rows.shape[1] - rows[:, ::-1].argmax(axis=1)) * factor).tolist(),
+                (cols.argmax(axis=1) * factor).tolist(),
+                ((cols.shape[1] - cols[:, ::-1].argmax(axis=1)) * factor).tolist(), strict=True)
+    colours = backgrounds.tolist()  # plain ints: numpy scalars cost more than the pixels here
+    for image, (inside, top, bottom, left, right) in zip(bordered.tolist(), edges, strict=True):
+        if inside:
+            bottom, right = min(bottom, height), min(right, width)
+            pad = round(margin * max(bottom - 1 - top, right - 1 - left))
+            box = (max(left - pad, 0), max(top - pad, 0), min(right + pad, width),
+                   min(bottom + pad, height))
+            found[image] = box, tuple(colours[image])
+    return found
 
 
 def product_mask(planes: np.ndarray, background: np.ndarray, tolerance: int) -> np.ndarray:
-    """[h, w] True where a pixel and the mean of its 3x3 neighbourhood both differ from the
-    `background` colour by more than `tolerance` in some channel: the product, not the card's
-    grain or a stray speck."""
+    """[..., h, w] True where a pixel and the mean of its 3x3 neighbourhood both differ from
+    the `background` colour ([..., 3]) by more than `tolerance` in some channel: the product,
+    not the card's grain or a stray speck. `planes` is [..., 3, h, w]."""
     low, high = np.maximum(background - tolerance, 0), np.minimum(background + tolerance, 255)
     return (outside_range(planes, low, high)
             & outside_range(neighbourhood_sum(planes), 9 * low, 9 * high))
@@ -127,36 +147,45 @@ def colour_planes(image: Image.Image) -> np.ndarray:
 def corner_colour(planes: np.ndarray, tolerance: int) -> np.ndarray | None:
     """The per-channel median of the four corner patches' medians (int16 [3], floored), or None
     when the patches differ by more than `tolerance` in some channel (no uniform border)."""
-    side = max(1, min(BORDER_PATCH, planes.shape[1] // 4, planes.shape[2] // 4))
-    patches = np.concatenate([planes[:, :side, :side], planes[:, :side, -side:],
-                              planes[:, -side:, :side], planes[:, -side:, -side:]], axis=1)
-    ordered = np.sort(patches.reshape(3, 4, -1), axis=2).astype(np.int16)
-    count = ordered.shape[2]
-    twice_medians = np.sort(ordered[:, :, (count - 1) // 2] + ordered[:, :, count // 2], axis=1)
-    if (twice_medians[:, 3] - twice_medians[:, 0]).max() > 2 * tolerance:
-        return None
-    return (twice_medians[:, 1] + twice_medians[:, 2]) // 4  # the median of the four
+    colour = corner_colours(planes[None], tolerance)[0]
+    return None if colour[0] < 0 else colour
+
+
+def corner_colours(planes: np.ndarray, tolerance: int) -> np.ndarray:
+    """`corner_colour` of each of n images (planes [n, 3, h, w]) as int16 [n, 3]; -1 rows
+    where an image has no uniform border."""
+    side = max(1, min(BORDER_PATCH, planes.shape[2] // 4, planes.shape[3] // 4))
+    patches = np.concatenate([planes[..., :side, :side], planes[..., :side, -side:],
+                              planes[..., -side:, :side], planes[..., -side:, -side:]], axis=2)
+    ordered = np.sort(patches.reshape(*planes.shape[:2], 4, -1), axis=3).astype(np.int16)
+    count = ordered.shape[3]
+    twice_medians = np.sort(ordered[..., (count - 1) // 2] + ordered[..., count // 2], axis=2)
+    colours = (twice_medians[..., 1] + twice_medians[..., 2]) // 4  # the median of the four
+    uneven = (twice_medians[..., 3] - twice_medians[..., 0]).max(axis=1) > 2 * tolerance
+    colours[uneven] = -1
+    return colours
 
 
 def neighbourhood_sum(planes: np.ndarray) -> np.ndarray:
-    """The sum over each pixel's 3x3 neighbourhood per plane [c, h, w], edges repeated (int16:
-    at most 9 x 255); 4x faster than PIL's BoxBlur on a catalog shot."""
+    """The sum over each pixel's 3x3 neighbourhood per plane [..., h, w], edges repeated
+    (int16: at most 9 x 255); 4x faster than PIL's BoxBlur on a catalog shot."""
     rows = planes.astype(np.int16)
-    rows[:, 1:] += planes[:, :-1]
-    rows[:, :-1] += planes[:, 1:]
-    rows[:, 0] += planes[:, 0]  # the edge counted again (three times in a one-row image)
-    rows[:, -1] += planes[:, -1]
+    rows[..., 1:, :] += planes[..., :-1, :]
+    rows[..., :-1, :] += planes[..., 1:, :]
+    rows[..., 0, :] += planes[..., 0, :]  # the edge counted again (three times in a one-row image)
+    rows[..., -1, :] += planes[..., -1, :]
     total = rows.copy()
-    total[:, :, 1:] += rows[:, :, :-1]
-    total[:, :, :-1] += rows[:, :, 1:]
-    total[:, :, 0] += rows[:, :, 0]
-    total[:, :, -1] += rows[:, :, -1]
+    total[..., 1:] += rows[..., :-1]
+    total[..., :-1] += rows[..., 1:]
+    total[..., 0] += rows[..., 0]
+    total[..., -1] += rows[..., -1]
     return total
 
 
 def outside_range(planes: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """[h, w] True where some plane's value lies outside its [low, high] (0 <= low <= high):
-    one wrapping unsigned subtraction (below `low` wraps to a large value), one comparison."""
+    """[..., h, w] True where some plane's value lies outside its [low, high] ([..., 3],
+    0 <= low <= high): one wrapping unsigned subtraction (below `low` wraps to a large value),
+    one comparison. `planes` is [..., 3, h, w]."""
     unsigned = np.uint8 if planes.dtype == np.uint8 else np.uint16
-    shifted = planes.view(unsigned) - low.astype(unsigned)[:, None, None]
-    return (shifted > (high - low).astype(unsigned)[:, None, None]).any(axis=0)
+    shifted = planes.view(unsigned) - low.astype(unsigned)[..., None, None]
+    return (shifted > (high - low).astype(unsigned)[..., None, None]).any(axis=-3)
