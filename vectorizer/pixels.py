@@ -11,7 +11,6 @@ Anything else takes the one-image path; tests hold the two paths to identical pi
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -23,13 +22,7 @@ from torch.nn import functional
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from vectorizer.images import ImageError, Source, open_image, read_source
-from vectorizer.preprocess import (
-    BORDER_WORK_SIDE,
-    Preprocess,
-    uniform_borders,
-)
-
-log = logging.getLogger(__name__)
+from vectorizer.preprocess import BORDER_WORK_SIDE, Preprocess, uniform_borders
 
 GROUP = 128  # images per stacked border search or resize
 
