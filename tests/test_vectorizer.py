@@ -344,3 +344,44 @@ def test_one_thread_restores_the_thread_count_even_after_an_error():
     with pytest.raises(RuntimeError), device.one_thread():
         raise RuntimeError("a decoding worker died")
     assert torch.get_num_threads() == before
+
+
+def test_ctrl_c_stops_a_vectorizing_run_with_one_message(demo_env):
+    """Ctrl-C in a terminal reaches every process of the run: the main process stops with
+    KeyboardInterrupt and the decoding workers leave quietly, with no traceback of their own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = f"""
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+sys.path.insert(0, {str(root)!r})
+from pathlib import Path
+from config import load_config
+from vectorizer.encoder import Encoder
+encoder = Encoder.from_config(load_config({str(demo_env.config_path)!r}))
+paths = sorted(str(p) for p in Path({str(demo_env.folder)!r}).glob("images/*.jpg")) * 100
+forward = encoder.forward
+def announce(images):
+    print("embedding", flush=True)
+    encoder.forward = forward
+    return forward(images)
+encoder.forward = announce
+encoder.embed_paths(paths, batch_size=32, workers=2, max_pixels=10**7)
+print("finished", flush=True)
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert process.stdout.readline().strip() == "embedding"
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal sends to the whole group
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode != 0 and "finished" not in out
+    assert err.rstrip().endswith("KeyboardInterrupt"), err
+    assert err.count("Traceback") == 1 and "Process" not in err, err

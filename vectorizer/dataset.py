@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import NamedTuple
@@ -81,6 +82,9 @@ def _start_worker(turn: _Turn) -> None:
     global _TURN
     _TURN = turn
     torch.set_num_threads(1)
+    # Ctrl-C is the main process's to handle: it stops the run and shuts the pool down
+    # (otherwise every worker prints a KeyboardInterrupt traceback of its own).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _decode_span(span: tuple[int, int, int]) -> list[str]:
