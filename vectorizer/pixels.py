@@ -164,10 +164,10 @@ def padded_square(image: np.ndarray, found: Found, pad_value: int) -> np.ndarray
         return image
     square = np.empty((side, side, 3), np.uint8)
     top, left = (side - height) // 2, (side - width) // 2
-    colour = np.array(fill, np.uint8)
-    square[:top], square[top + height:] = colour, colour  # only the margins: the rest is
+    colour = np.array(fill, np.uint8)  # only the margins are filled: filling the whole
+    square[:top], square[top + height:] = colour, colour  # square first took twice as long
     square[top:top + height, :left], square[top:top + height, left + width:] = colour, colour
-    square[top:top + height, left:left + width] = image  # the image (half the time)
+    square[top:top + height, left:left + width] = image
     return square
 
 
