@@ -129,6 +129,16 @@ def test_the_jpeg_frame_is_read_from_the_header():
         assert jpeg_frame(other) is None
 
 
+def test_markers_without_a_length_are_stepped_over():
+    """TEM and RSTn carry no length field: read as one, a length of 0xFFC0 (a marker's bytes)
+    sends the walk past the real frame, which is then missed or misread."""
+    shot = encoded(Image.new("RGB", (61, 83), (10, 20, 30)))
+    standalone = b"\xff\x01\xff\xd0"  # TEM, RST0
+    for inserted in (standalone, b"\xff" + standalone):  # with a fill byte before them
+        frame = jpeg_frame(shot[:2] + inserted + shot[2:])
+        assert frame is not None and (frame.width, frame.height) == (61, 83)
+
+
 def test_a_stack_of_same_sized_images_gets_each_ones_own_border():
     rng = np.random.default_rng(3)
     images = [product_shot((60, 80), tuple(int(v) for v in rng.integers(0, 256, 3)),

@@ -67,6 +67,7 @@ class JpegFrame(NamedTuple):
 
 PLAIN_FRAMES = (0xC0, 0xC1, 0xC2)
 FRAME_MARKERS = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}  # start of frame (not DHT/JPG/DAC)
+STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn: no length field follows
 
 
 def jpeg_frame(data: bytes) -> JpegFrame | None:
@@ -81,6 +82,9 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
+            continue
+        if marker in STANDALONE_MARKERS:
+            position += 2
             continue
         if marker in FRAME_MARKERS:
             header = data[position + 4:position + 10]
