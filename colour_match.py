@@ -119,13 +119,17 @@ class ItemColours:
             self._known.update(zip(readable, values, strict=True))
 
 
-def rerank(results: pd.DataFrame, colour_distances: np.ndarray, weight: float) -> pd.DataFrame:
-    """Candidates ordered by visual distance + weight * colour distance (a candidate without a
-    colour gets the candidates' mean colour distance); adds `colour_distance`."""
-    colour = np.asarray(colour_distances, dtype=np.float64)
-    known = ~np.isnan(colour)
-    colour = np.where(known, colour, colour[known].mean() if known.any() else 0.0)
-    scored = results.assign(colour_distance=colour,
-                            _score=results["distance"].to_numpy() + weight * colour)
+def rerank(results: pd.DataFrame, terms: dict[str, tuple[np.ndarray, float]]) -> pd.DataFrame:
+    """Candidates ordered by visual distance + the sum of weight * distance over `terms`
+    ({column: (distances, weight)}, e.g. the colour and the type distance; a candidate without
+    a value gets the candidates' mean); adds each term's column."""
+    score = results["distance"].to_numpy().astype(np.float64)
+    columns = {}
+    for column, (distances, weight) in terms.items():
+        values = np.asarray(distances, dtype=np.float64)
+        known = ~np.isnan(values)
+        columns[column] = np.where(known, values, values[known].mean() if known.any() else 0.0)
+        score = score + weight * columns[column]
+    scored = results.assign(**columns, _score=score)
     return (scored.sort_values(["_score", "distance"], kind="stable")
             .drop(columns="_score").reset_index(drop=True))

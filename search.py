@@ -26,6 +26,7 @@ from index_store.base import IndexStoreError
 from index_store.location import SearchableStore, load_index
 from ingest.links import FetchedImage, fetch_image
 from ingest.messages import FetchError
+from label_match import catalog_distributions
 from query_crop import Box, CropError, crop_image, parse_crop
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
@@ -52,11 +53,21 @@ class SearchService:
         self.config, self.encoder, self.store = config, encoder, store
         self.bands = self.manifest.metrics.bands  # calibrated at build time; None when older
         self.colours = self._item_colours()
+        self.types = self._catalog_labels(self.config.type_match.column)
+
+    def _catalog_labels(self, column: str | None) -> np.ndarray | None:
+        """Each product's own label of `column` as a distribution over the head's classes."""
+        if column is None or self.config.backend == "milvus" or column not in self.items:
+            return None  # (milvus: the app holds no item table to take labels from)
+        return catalog_distributions(self.items, column, self.encoder.checkpoint.tasks[column])
 
     def _item_colours(self) -> ItemColours | None:
         colour = self.config.colour
         if self.config.backend == "milvus":
             return None  # the app holds no item table to take colours from
+        if colour.source == "catalog":
+            labels = self._catalog_labels(colour.column)
+            return None if labels is None else ItemColours.stored(labels)
         stored = self.store.colours  # computed at build time: no model run at query time
         if colour.source == "head" and stored is not None and stored.column == colour.column:
             return ItemColours.stored(stored.values)
@@ -128,16 +139,18 @@ class SearchService:
         weight = self.colour_weight(colour)
         results = self.store.search(embedded.vectors[0], self.candidates(k + 1, weight),
                                     filters=filters)
+        query_type = self.query_type(embedded.probabilities)
         same = None
         if len(results) and results["distance"].iloc[0] <= self.config.ui.bands.same_product:
             same = results.iloc[0].to_dict()
             results = results.iloc[1:]
         best = float(results["distance"].iloc[0]) if len(results) and same is None else None
-        if weight:  # (a query that is a catalog product is never "no confident match")
+        query_colour = None  # (a query that is a catalog product is never "no confident match")
+        if weight:
             query_colour = (self.colour_features([image])[0]
                             if self.config.colour.source == "histogram"
                             else embedded.probabilities[self.config.colour.column][0])
-            results = self.by_colour(results, query_colour, weight)
+        results = self.reranked(results, query_colour, weight, query_type)
         return self.respond(results.head(k), embedded.predictions[0], same, best)
 
     def search_item(self, item_id: str, k: int, filters: dict | None = None,
@@ -148,9 +161,11 @@ class SearchService:
         results = self.store.search(self.store.vector_of(item_id), self.candidates(k, weight),
                                     filters=filters, exclude_ids=[item_id])
         best = float(results["distance"].iloc[0]) if len(results) else None
-        if weight:
-            query_colour = self.colours.of_rows([self.store.row_of(item_id)])[0]
-            results = self.by_colour(results, query_colour, weight)
+        row = self.store.row_of(item_id) if weight or self.types is not None else None
+        query_colour = self.colours.of_rows([row])[0] if weight else None
+        query_type = None if self.types is None else self.types[row]  # its own catalog type
+        known_type = query_type is not None and not np.isnan(query_type).any()
+        results = self.reranked(results, query_colour, weight, query_type if known_type else None)
         return self.respond(results.head(k), self.predict_file(item.get("image_file", "")),
                             item, best)
 
@@ -160,12 +175,26 @@ class SearchService:
         return weight if self.colours is not None else 0.0
 
     def candidates(self, want: int, weight: float) -> int:
-        """How many nearest products to fetch: more when colour re-ranks them."""
-        return max(want, self.config.colour.candidates) if weight else want
+        """How many nearest products to fetch: more when colour or type re-rank them."""
+        wider = [self.config.colour.candidates] if weight else []
+        wider += [self.config.type_match.candidates] if self.types is not None else []
+        return max([want, *wider])
 
-    def by_colour(self, results: pd.DataFrame, query_colour, weight: float) -> pd.DataFrame:
-        colours = self.colours.of_rows(results["row"].to_numpy())
-        return rerank(results, hellinger(query_colour, colours), weight)
+    def query_type(self, probabilities: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The query image's predicted type distribution, when types re-rank."""
+        return None if self.types is None else probabilities[self.config.type_match.column][0]
+
+    def reranked(self, results: pd.DataFrame, query_colour: np.ndarray | None, weight: float,
+                 query_type: np.ndarray | None) -> pd.DataFrame:
+        """Visual distance + weight x colour distance + type_match.weight x type distance."""
+        rows, terms = results["row"].to_numpy(), {}
+        if query_colour is not None:
+            terms["colour_distance"] = (hellinger(query_colour, self.colours.of_rows(rows)),
+                                        weight)
+        if query_type is not None and len(results):
+            terms["type_distance"] = (hellinger(query_type, self.types[rows]),
+                                      self.config.type_match.weight)
+        return rerank(results, terms) if terms else results
 
     def predict_file(self, image_file: str) -> Prediction:
         """The heads' top classes for a catalog image ({} when its file cannot be read)."""

@@ -183,11 +183,22 @@ class ColourConfig(Section):
     """How much colour matters: re-ranking a wider candidate set with a colour term."""
 
     column: str | None = None        # the colour label column; null = no colour control
-    source: Literal["head", "histogram"] = "head"
+    # head: the colour head's distributions; catalog: each product's own label (the query's
+    # from the head); histogram: RGB of the product's pixels
+    source: Literal["head", "catalog", "histogram"] = "head"
     candidates: int = Field(default=60, ge=1, le=5000)
     similar_weight: float = Field(default=0.1, ge=0, le=10)
     same_weight: float = Field(default=0.5, ge=0, le=10)
     default: Literal["any", "similar", "same"] = "similar"
+
+
+class TypeMatchConfig(Section):
+    """The right kind of product first: candidates re-ranked by how likely the model finds the
+    query to be of each one's catalog type (README "Known labels steer the ranking")."""
+
+    column: str | None = None        # the product type column (a training task); null = off
+    weight: float = Field(default=0.2, ge=0, le=10)
+    candidates: int = Field(default=60, ge=1, le=5000)
 
 
 class JudgmentsConfig(Section):
@@ -224,6 +235,7 @@ class AppConfig(Section):
     ui: UiConfig = Field(default_factory=UiConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     colour: ColourConfig = Field(default_factory=ColourConfig)
+    type_match: TypeMatchConfig = Field(default_factory=TypeMatchConfig)
     judgments: JudgmentsConfig = Field(default_factory=JudgmentsConfig)
     config_path: Path | None = Field(default=None, exclude=True)
 
@@ -255,9 +267,14 @@ class AppConfig(Section):
         colour = self.colour.column
         if colour is not None and colour not in labels:
             raise ValueError(f"colour.column: {colour!r} must be listed in dataframe.label_fields")
-        if colour is not None and self.colour.source == "head" and colour not in self.task_columns:
+        if colour is not None and self.colour.source != "histogram" \
+                and colour not in self.task_columns:
             raise ValueError(f"colour.column: {colour!r} has no head in training.tasks "
                              "(add it there, or use colour.source: histogram)")
+        type_column = self.type_match.column
+        if type_column is not None and type_column not in self.task_columns:
+            raise ValueError(f"type_match.column: {type_column!r} has no head in training.tasks "
+                             "(add it there, or set type_match.column: null)")
         column = self.evaluation.calibration.column
         if column is not None and column not in labels:
             raise ValueError(f"evaluation.calibration.column: {column!r} must be listed in "

@@ -48,10 +48,21 @@ def test_weights_per_mode():
 
 def test_rerank_moves_the_right_colour_up_and_keeps_the_visual_distance():
     results = pd.DataFrame({"id": ["a", "b", "c"], "distance": [0.10, 0.12, 0.30]})
-    ranked = rerank(results, np.array([0.9, 0.0, np.nan]), weight=0.5)
+    ranked = rerank(results, {"colour_distance": (np.array([0.9, 0.0, np.nan]), 0.5)})
     assert ranked["id"].tolist() == ["b", "c", "a"]  # c: unknown colour gets the mean, 0.45
     assert ranked.set_index("id")["distance"].to_dict() == {"a": 0.10, "b": 0.12, "c": 0.30}
-    assert rerank(results, np.array([0.9, 0.0, 0.5]), 0.0)["id"].tolist() == ["a", "b", "c"]
+    unweighted = rerank(results, {"colour_distance": (np.array([0.9, 0.0, 0.5]), 0.0)})
+    assert unweighted["id"].tolist() == ["a", "b", "c"]
+
+
+def test_rerank_adds_up_its_terms():
+    results = pd.DataFrame({"id": ["a", "b", "c"], "distance": [0.10, 0.12, 0.30]})
+    colour, kind = np.array([0.0, 0.4, 0.0]), np.array([0.5, 0.0, 0.0])
+    assert rerank(results, {"colour_distance": (colour, 0.5)})["id"].tolist() == ["a", "c", "b"]
+    assert rerank(results, {"type_distance": (kind, 0.5)})["id"].tolist() == ["b", "c", "a"]
+    both = rerank(results, {"colour_distance": (colour, 0.5), "type_distance": (kind, 0.5)})
+    assert both["id"].tolist() == ["c", "b", "a"]  # 0.30 against 0.32 and 0.35
+    assert both.set_index("id")["type_distance"].to_dict() == {"a": 0.5, "b": 0.0, "c": 0.0}
 
 
 def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
@@ -73,14 +84,15 @@ def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
     assert calls == [2]
 
 
-def test_same_colour_ranks_more_products_of_the_query_colour_first(demo_env):
-    from bench.colour import evaluate_modes, with_source
+@pytest.mark.parametrize("queries", ["item", "image"])
+def test_same_colour_ranks_more_products_of_the_query_colour_first(demo_env, queries):
+    from bench.ranking import evaluate
 
-    service = with_source(SearchService.load(demo_env.config), "histogram")
-    scores = evaluate_modes(service, ["any", "similar", "same"], tasks=["colour", "garment"],
-                            k=5, max_queries=40)
-    assert scores["any"]["colour"] < scores["similar"]["colour"] < scores["same"]["colour"], \
-        scores
+    settings = ["vector alone", "similar colour (histogram)", "same colour (histogram)"]
+    rows = evaluate(SearchService.load(demo_env.config), settings, tasks=["colour", "garment"],
+                    k=5, max_queries=40, queries=queries, type_column="garment")
+    colour = [row["colour"] for row in rows]
+    assert colour[0] < colour[1] < colour[2], rows
 
 
 def test_the_colour_column_is_checked_against_the_labels_and_heads(tmp_path):

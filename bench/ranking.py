@@ -1,0 +1,129 @@
+"""What re-ranking adds to the vector: the held-out products' mAP@k (product type, colour,
+gender) for each setting of colour mode, colour source and type match, through the app's own
+query path. `--queries image` (default) searches each product's own image as a pasted photo
+(`SearchService.search_image`: the query's type and colour are the model's predictions);
+`--queries item` searches its stored vector as "More like this" does (the product's own catalog
+labels then steer the `catalog` settings, so those rows do not test the model)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import AppConfig, load_config
+from index_store.evaluate import evaluation_queries, retrieval_metrics
+from search import SearchService
+from vectorizer.images import open_image
+
+# name: (colour mode, colour source, type match on)
+SETTINGS = {
+    "vector alone": ("any", "head", False),
+    "similar colour (head)": ("similar", "head", False),
+    "same colour (head)": ("same", "head", False),
+    "similar colour (histogram)": ("similar", "histogram", False),
+    "same colour (histogram)": ("same", "histogram", False),
+    "similar colour (catalog)": ("similar", "catalog", False),
+    "same colour (catalog)": ("same", "catalog", False),
+    "type match": ("any", "head", True),
+    "type match + similar colour (catalog)": ("similar", "catalog", True),
+}
+
+
+def variant(base: SearchService, source: str, type_column: str | None) -> SearchService:
+    """The same model and index with another colour source and type match."""
+    config = base.config.model_copy(deep=True)
+    config.colour.source = source
+    config.type_match.column = type_column
+    config.config_path = base.config.config_path
+    return SearchService(config, base.encoder, base.store)
+
+
+def found_rows(service: SearchService, rows: list[int], mode: str, k: int, queries: str
+               ) -> np.ndarray:
+    """[len(rows), k] result rows per query (-1 where fewer came back); the query's own
+    product never counts (an image query finds itself as "the same product")."""
+    items = service.items
+    found = np.full((len(rows), k), -1, np.int64)
+    for position, row in enumerate(rows):
+        if queries == "image":
+            image = open_image(Path(str(items["image_file"].iloc[row])),
+                               service.config.download.max_pixels)
+            results = service.search_image(image, k + 1, colour=mode).results
+        else:
+            results = service.search_item(str(items["id"].iloc[row]), k, colour=mode).results
+        others = [r for r in results["row"].to_numpy() if r != row][:k]
+        found[position, :len(others)] = others
+    return found
+
+
+def evaluate(base: SearchService, names: list[str], tasks: list[str], k: int, max_queries: int,
+             queries: str, type_column: str) -> list[dict]:
+    items = base.items
+    rows, _ = evaluation_queries(items["id"], base.encoder.checkpoint.test_ids, max_queries, 0)
+    labels = items[tasks]
+    out = []
+    for name in names:
+        mode, source, typed = SETTINGS[name]
+        service = variant(base, source, type_column if typed else None)
+        began = time.perf_counter()
+        found = found_rows(service, list(rows), mode, k, queries)
+        metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
+                                    tasks, k, query_rows=rows)
+        out.append({"setting": name, **{t: round(metrics[t]["map_at_k"], 4) for t in tasks},
+                    "seconds": round(time.perf_counter() - began, 1)})
+        print(out[-1], file=sys.stderr, flush=True)
+    return out
+
+
+def measured_tasks(config: AppConfig) -> list[str]:
+    wanted = [config.calibration_column, config.colour.column, "gender"]
+    return [t for t in dict.fromkeys(wanted) if t and t in config.dataframe.label_fields]
+
+
+def markdown(result: dict) -> str:
+    tasks, k = result["tasks"], result["k"]
+    lines = [f"| setting | {' | '.join(f'{t} mAP@{k}' for t in tasks)} | seconds |",
+             "|---|" + "---|" * (len(tasks) + 1)]
+    for row in result["rows"]:
+        lines.append(f"| {row['setting']} | " + " | ".join(f"{row[t]:.3f}" for t in tasks)
+                     + f" | {row['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    from common import config_parser, emit
+
+    parser = config_parser(__doc__, "200 queries")
+    parser.add_argument("--queries", choices=["image", "item"], default="image")
+    parser.add_argument("--count", type=int, default=None, help="default: evaluation.max_queries")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated names of SETTINGS")
+    args = parser.parse_args()
+    config = load_config(args.config)
+    if config.colour.column is None:
+        parser.error("colour.column is null in this config: no colour control to measure")
+    names = args.settings.split(",")
+    unknown = [name for name in names if name not in SETTINGS]
+    if unknown:
+        parser.error(f"--settings: unknown {unknown}; known: {', '.join(SETTINGS)}")
+    type_column = config.type_match.column or config.calibration_column
+    count = 200 if args.quick else (args.count or config.evaluation.max_queries)
+    base = SearchService.load(config)
+    rows = evaluate(base, names, measured_tasks(config), config.evaluation.k, count,
+                    args.queries, type_column)
+    result = {"k": config.evaluation.k, "queries": args.queries, "count": count,
+              "tasks": measured_tasks(config), "rows": rows, "type_column": type_column,
+              "weights": {"similar": config.colour.similar_weight,
+                          "same": config.colour.same_weight, "type": config.type_match.weight},
+              "candidates": config.colour.candidates}
+    emit(result, args.json, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
