@@ -35,8 +35,6 @@ from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula starts
-
 
 @dataclass
 class SearchResponse:
@@ -233,48 +231,6 @@ def response_json(response: SearchResponse, label_fields: list[str]) -> dict:
             "no_confident_match": response.no_match}
 
 
-def is_missing(value: object) -> bool:
-    """None, '' or NaN (a missing catalog value)."""
-    try:
-        return value is None or value == "" or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def public_link(value: object) -> str:
-    """An http(s) link a colleague can open, or '' (a server's file path is never exported)."""
-    text = "" if is_missing(value) else str(value).strip()
-    return text if is_http_url(text) else ""
-
-
-def shortlist_row(item: dict, label_fields: list[str], query: str) -> dict:
-    """What the shortlist keeps of one result."""
-    row = {"id": str(item.get("id", "")), "name": str(item.get("name", "")),
-           "distance": round(float(item.get("distance", 0.0)), 4), "band": item.get("band", "")}
-    row.update({column: "" if is_missing(item.get(column)) else str(item.get(column))
-                for column in label_fields})
-    row["image_url"] = public_link(item.get("image_path"))
-    row["product_url"] = public_link(item.get("product_url"))
-    row["query"] = query
-    return row
-
-
-def _no_formula(value: object) -> object:
-    """Spreadsheets run cells starting with = + - @ as formulas: such text gets a leading '."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
-
-
-def shortlist_csv(rows: list[dict], label_fields: list[str]) -> bytes:
-    """The shortlist as UTF-8 CSV: id, name, distance, band, labels, image_url, product_url,
-    query (links only where the catalog gave http(s) links; never file paths)."""
-    columns = ["id", "name", "distance", "band", *label_fields, "image_url", "product_url",
-               "query"]
-    table = pd.DataFrame(rows, columns=columns)
-    text_columns = [c for c in columns if c != "distance"]
-    table[text_columns] = table[text_columns].map(_no_formula)
-    return table.to_csv(index=False).encode("utf-8")
-
-
 class QueryListError(ValueError):
     """A list of queries (CSV) that cannot be matched; str() says why, for the user."""
 
@@ -365,14 +321,6 @@ def match_one(service: SearchService, number: int, source: str,
              "id": match.id, "name": match.name, "distance": float(match.distance),
              "band": match.band}
             for rank, match in enumerate(response.results.itertuples(), start=1)]
-
-
-def table_csv(table: pd.DataFrame) -> bytes:
-    """Any table as UTF-8 CSV, text cells that a spreadsheet would run as formulas defused."""
-    text_columns = [c for c in table.columns if table[c].dtype == object]
-    safe = table.copy()
-    safe[text_columns] = safe[text_columns].map(_no_formula)
-    return safe.to_csv(index=False).encode("utf-8")
 
 
 def bulk_match(service: SearchService, table_in: Path, table_out: Path, k: int,

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from search import is_missing, public_link
+from exports import is_missing, public_link
 
 THUMB_SIDE = 320
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=])")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from app.display import md
+from exports import table_csv
 from judgments.scores import judged_precision
 from judgments.store import Judgment, JudgmentStore, JudgmentsUnavailable, query_image_bytes
 from query_crop import crop_image, parse_crop
-from search import SearchService, table_csv
+from search import SearchService
 from vectorizer.images import ImageError, open_image
 
 ERROR_KEY = "judgments_error"

@@ -12,7 +12,8 @@ import streamlit as st
 
 from app.display import md
 from app.state import current_colour
-from search import QueryListError, SearchService, match_sources, read_query_list, table_csv
+from exports import table_csv
+from search import QueryListError, SearchService, match_sources, read_query_list
 from util.files import sha256_of
 from vectorizer.images import ImageError, open_image
 

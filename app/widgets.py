@@ -33,7 +33,8 @@ from app.state import (
 )
 from colour_match import MODES
 from config import AppConfig
-from search import SearchResponse, SearchService, shortlist_csv, shortlist_row
+from exports import shortlist_csv, shortlist_row
+from search import SearchResponse, SearchService
 
 RESULTS_PER_ROW = 5
 NARROW_SCREEN_PX = 768  # below Streamlit's "md" breakpoint the top navigation folds into the menu

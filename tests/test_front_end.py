@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import exports
 import front_end
-import search
 from app import display
 from app.search_page import EXAMPLES_TAB, INPUT_TABS
 from app.service_loader import LOADER, Readiness, ServiceLoader
@@ -258,15 +258,15 @@ def test_shortlist_collects_results_for_download(demo_app, http_server):
 
 
 def test_shortlist_csv_has_the_columns_and_defuses_formulas():
-    rows = [search.shortlist_row(
+    rows = [exports.shortlist_row(
         {"id": "7", "name": "=HYPERLINK(\"http://x\")", "distance": 0.123456, "band": "similar",
          "garment": "Tshirt", "colour": None, "image_path": "https://cdn.shop.example/7.jpg",
          "image_file": "/srv/cache/ab12.jpg", "product_url": "https://shop.example/7"},
         ["garment", "colour"], "upload a.jpg"),
-        search.shortlist_row({"id": "8", "name": "Local", "distance": 0.2, "band": "similar",
+        exports.shortlist_row({"id": "8", "name": "Local", "distance": 0.2, "band": "similar",
                               "image_path": "images/8.jpg", "image_file": "/srv/data/images/8.jpg",
                               "product_url": "javascript:alert(1)"}, ["garment", "colour"], "q")]
-    table = pd.read_csv(io.BytesIO(search.shortlist_csv(rows, ["garment", "colour"])),
+    table = pd.read_csv(io.BytesIO(exports.shortlist_csv(rows, ["garment", "colour"])),
                         dtype=str, keep_default_na=False)
     assert list(table.columns) == ["id", "name", "distance", "band", "garment", "colour",
                                    "image_url", "product_url", "query"]
