@@ -1,6 +1,6 @@
 """Known catalog labels as distributions: each product's own label, one-hot in a head's class
 order, set against the distribution the model predicts for a query (`colour.source: catalog`,
-`type_match`; README "Known labels steer the ranking")."""
+`label_match`; README "Known labels steer the ranking")."""
 
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ class SearchService:
         self.config, self.encoder, self.store = config, encoder, store
         self.bands = self.manifest.metrics.bands  # calibrated at build time; None when older
         self.colours = self._item_colours()
-        self.types = self._catalog_labels(self.config.type_match.column)
+        self.labels = {column: labels for column in self.config.label_match.weights
+                       if (labels := self._catalog_labels(column)) is not None}
 
     def _catalog_labels(self, column: str | None) -> np.ndarray | None:
         """Each product's own label of `column` as a distribution over the head's classes."""
@@ -131,13 +132,13 @@ class SearchService:
     def search_image(self, image: Image.Image, k: int, filters: dict | None = None,
                      colour: str | None = None, crop: Box | None = None) -> SearchResponse:
         """The k nearest products to an image (or its `crop` region; CropError if it does not
-        fit), re-ranked by the colour mode (default: the config's)."""
+        fit), re-ranked by the colour mode (default: the config's) and `label_match`."""
         image = crop_image(image, crop)
         embedded = self.encoder.embed_images([image])
         weight = self.colour_weight(colour)
         results = self.store.search(embedded.vectors[0], self.candidates(k + 1, weight),
                                     filters=filters)
-        query_type = self.query_type(embedded.probabilities)
+        query_labels = {column: embedded.probabilities[column][0] for column in self.labels}
         same = None
         if len(results) and results["distance"].iloc[0] <= self.config.ui.bands.same_product:
             same = results.iloc[0].to_dict()
@@ -148,7 +149,7 @@ class SearchService:
             query_colour = (self.colour_features([image])[0]
                             if self.config.colour.source == "histogram"
                             else embedded.probabilities[self.config.colour.column][0])
-        results = self.reranked(results, query_colour, weight, query_type)
+        results = self.reranked(results, query_colour, weight, query_labels)
         return self.respond(results.head(k), embedded.predictions[0], same, best)
 
     def search_item(self, item_id: str, k: int, filters: dict | None = None,
@@ -159,11 +160,11 @@ class SearchService:
         results = self.store.search(self.store.vector_of(item_id), self.candidates(k, weight),
                                     filters=filters, exclude_ids=[item_id])
         best = float(results["distance"].iloc[0]) if len(results) else None
-        row = self.store.row_of(item_id) if weight or self.types is not None else None
+        row = self.store.row_of(item_id) if weight or self.labels else None
         query_colour = self.colours.of_rows([row])[0] if weight else None
-        query_type = None if self.types is None else self.types[row]  # its own catalog type
-        known_type = query_type is not None and not np.isnan(query_type).any()
-        results = self.reranked(results, query_colour, weight, query_type if known_type else None)
+        query_labels = {column: labels[row] for column, labels in self.labels.items()
+                        if not np.isnan(labels[row]).any()}  # its own catalog labels
+        results = self.reranked(results, query_colour, weight, query_labels)
         return self.respond(results.head(k), self.predict_file(item.get("image_file", "")),
                             item, best)
 
@@ -173,25 +174,24 @@ class SearchService:
         return weight if self.colours is not None else 0.0
 
     def candidates(self, want: int, weight: float) -> int:
-        """How many nearest products to fetch: more when colour or type re-rank them."""
+        """How many nearest products to fetch: more when colour or labels re-rank them."""
         wider = [self.config.colour.candidates] if weight else []
-        wider += [self.config.type_match.candidates] if self.types is not None else []
+        wider += [self.config.label_match.candidates] if self.labels else []
         return max([want, *wider])
 
-    def query_type(self, probabilities: dict[str, np.ndarray]) -> np.ndarray | None:
-        """The query image's predicted type distribution, when types re-rank."""
-        return None if self.types is None else probabilities[self.config.type_match.column][0]
-
     def reranked(self, results: pd.DataFrame, query_colour: np.ndarray | None, weight: float,
-                 query_type: np.ndarray | None) -> pd.DataFrame:
-        """Visual distance + weight x colour distance + type_match.weight x type distance."""
+                 query_labels: dict[str, np.ndarray]) -> pd.DataFrame:
+        """Visual distance + weight x colour distance + each label_match column's weight x
+        the distance of the query's distribution to the product's own label."""
+        if query_colour is None and not query_labels:
+            return results
         rows, terms = results["row"].to_numpy(), {}
         if query_colour is not None:
             terms["colour_distance"] = (hellinger(query_colour, self.colours.of_rows(rows)),
                                         weight)
-        if query_type is not None and len(results):
-            terms["type_distance"] = (hellinger(query_type, self.types[rows]),
-                                      self.config.type_match.weight)
+        for column, query in query_labels.items() if len(results) else ():
+            terms[f"label_distance_{column}"] = (hellinger(query, self.labels[column][rows]),
+                                                 self.config.label_match.weights[column])
         return rerank(results, terms) if terms else results
 
     def predict_file(self, image_file: str) -> Prediction:

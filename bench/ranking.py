@@ -1,5 +1,5 @@
 """What re-ranking adds to the vector: the held-out products' mAP@k (product type, colour,
-gender) for each setting of colour mode, colour source and type match, through the app's own
+gender) for each setting of colour mode, colour source and label match, through the app's own
 query path. `--queries image` (default) searches each product's own image as a pasted photo
 (`SearchService.search_image`: the query's type and colour are the model's predictions);
 `--queries item` searches its stored vector as "More like this" does (the product's own catalog
@@ -20,25 +20,37 @@ from index_store.evaluate import evaluation_queries, retrieval_metrics
 from search import SearchService
 from vectorizer.images import open_image
 
-# name: (colour mode, colour source, type match on)
+# name: (colour mode, colour source, label match: "" off, "type" the type column alone, "all"
+# the config's label_match.weights)
 SETTINGS = {
-    "vector alone": ("any", "head", False),
-    "similar colour (head)": ("similar", "head", False),
-    "same colour (head)": ("same", "head", False),
-    "similar colour (histogram)": ("similar", "histogram", False),
-    "same colour (histogram)": ("same", "histogram", False),
-    "similar colour (catalog)": ("similar", "catalog", False),
-    "same colour (catalog)": ("same", "catalog", False),
-    "type match": ("any", "head", True),
-    "type match + similar colour (catalog)": ("similar", "catalog", True),
+    "vector alone": ("any", "head", ""),
+    "similar colour (head)": ("similar", "head", ""),
+    "same colour (head)": ("same", "head", ""),
+    "similar colour (histogram)": ("similar", "histogram", ""),
+    "same colour (histogram)": ("same", "histogram", ""),
+    "similar colour (catalog)": ("similar", "catalog", ""),
+    "same colour (catalog)": ("same", "catalog", ""),
+    "type match": ("any", "head", "type"),
+    "label match": ("any", "head", "all"),
+    "label match + similar colour (catalog)": ("similar", "catalog", "all"),
 }
+DEFAULT_TYPE_WEIGHT = 0.2  # when the config matches no labels
 
 
-def variant(base: SearchService, source: str, type_column: str | None) -> SearchService:
-    """The same model and index with another colour source and type match."""
+def label_weights(config: AppConfig, which: str) -> dict[str, float]:
+    """The label_match weights a setting uses (the type column at its weight, or all)."""
+    column = config.calibration_column
+    weights = dict(config.label_match.weights) or {column: DEFAULT_TYPE_WEIGHT}
+    if which == "type":
+        return {column: weights.get(column, DEFAULT_TYPE_WEIGHT)}
+    return weights if which == "all" else {}
+
+
+def variant(base: SearchService, source: str, weights: dict[str, float]) -> SearchService:
+    """The same model and index with another colour source and label match."""
     config = base.config.model_copy(deep=True)
     config.colour.source = source
-    config.type_match.column = type_column
+    config.label_match.weights = weights
     config.config_path = base.config.config_path
     return SearchService(config, base.encoder, base.store)
 
@@ -62,14 +74,14 @@ def found_rows(service: SearchService, rows: list[int], mode: str, k: int, queri
 
 
 def evaluate(base: SearchService, names: list[str], tasks: list[str], k: int, max_queries: int,
-             queries: str, type_column: str) -> list[dict]:
+             queries: str) -> list[dict]:
     items = base.items
     rows, _ = evaluation_queries(items["id"], base.encoder.checkpoint.test_ids, max_queries, 0)
     labels = items[tasks]
     out = []
     for name in names:
-        mode, source, typed = SETTINGS[name]
-        service = variant(base, source, type_column if typed else None)
+        mode, source, matched = SETTINGS[name]
+        service = variant(base, source, label_weights(base.config, matched))
         began = time.perf_counter()
         found = found_rows(service, list(rows), mode, k, queries)
         metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
@@ -111,15 +123,15 @@ def main() -> int:
     unknown = [name for name in names if name not in SETTINGS]
     if unknown:
         parser.error(f"--settings: unknown {unknown}; known: {', '.join(SETTINGS)}")
-    type_column = config.type_match.column or config.calibration_column
     count = 200 if args.quick else (args.count or config.evaluation.max_queries)
     base = SearchService.load(config)
     rows = evaluate(base, names, measured_tasks(config), config.evaluation.k, count,
-                    args.queries, type_column)
+                    args.queries)
     result = {"k": config.evaluation.k, "queries": args.queries, "count": count,
-              "tasks": measured_tasks(config), "rows": rows, "type_column": type_column,
+              "tasks": measured_tasks(config), "rows": rows,
               "weights": {"similar": config.colour.similar_weight,
-                          "same": config.colour.same_weight, "type": config.type_match.weight},
+                          "same": config.colour.same_weight,
+                          "labels": label_weights(config, "all")},
               "candidates": config.colour.candidates}
     emit(result, args.json, markdown)
     return 0

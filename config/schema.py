@@ -192,13 +192,21 @@ class ColourConfig(Section):
     default: Literal["any", "similar", "same"] = "similar"
 
 
-class TypeMatchConfig(Section):
+class LabelMatchConfig(Section):
     """The right kind of product first: candidates re-ranked by how likely the model finds the
-    query to be of each one's catalog type (README "Known labels steer the ranking")."""
+    query to be of each one's catalog label, per column (README "Known labels steer the
+    ranking")."""
 
-    column: str | None = None        # the product type column (a training task); null = off
-    weight: float = Field(default=0.2, ge=0, le=10)
+    weights: dict[str, float] = Field(default_factory=dict)  # column (a training task): weight
     candidates: int = Field(default=60, ge=1, le=5000)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_in_range(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = {column: weight for column, weight in weights.items() if not 0 <= weight <= 10}
+        if bad:
+            raise ValueError(f"weights must be between 0 and 10, got {bad}")
+        return weights
 
 
 class JudgmentsConfig(Section):
@@ -235,7 +243,7 @@ class AppConfig(Section):
     ui: UiConfig = Field(default_factory=UiConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     colour: ColourConfig = Field(default_factory=ColourConfig)
-    type_match: TypeMatchConfig = Field(default_factory=TypeMatchConfig)
+    label_match: LabelMatchConfig = Field(default_factory=LabelMatchConfig)
     judgments: JudgmentsConfig = Field(default_factory=JudgmentsConfig)
     config_path: Path | None = Field(default=None, exclude=True)
 
@@ -271,10 +279,10 @@ class AppConfig(Section):
                 and colour not in self.task_columns:
             raise ValueError(f"colour.column: {colour!r} has no head in training.tasks "
                              "(add it there, or use colour.source: histogram)")
-        type_column = self.type_match.column
-        if type_column is not None and type_column not in self.task_columns:
-            raise ValueError(f"type_match.column: {type_column!r} has no head in training.tasks "
-                             "(add it there, or set type_match.column: null)")
+        headless = [c for c in self.label_match.weights if c not in self.task_columns]
+        if headless:
+            raise ValueError(f"label_match.weights: {headless} have no head in training.tasks "
+                             "(add them there, or leave them out)")
         column = self.evaluation.calibration.column
         if column is not None and column not in labels:
             raise ValueError(f"evaluation.calibration.column: {column!r} must be listed in "

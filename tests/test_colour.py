@@ -90,7 +90,7 @@ def test_same_colour_ranks_more_products_of_the_query_colour_first(demo_env, que
 
     settings = ["vector alone", "similar colour (histogram)", "same colour (histogram)"]
     rows = evaluate(SearchService.load(demo_env.config), settings, tasks=["colour", "garment"],
-                    k=5, max_queries=40, queries=queries, type_column="garment")
+                    k=5, max_queries=40, queries=queries)
     colour = [row["colour"] for row in rows]
     assert colour[0] < colour[1] < colour[2], rows
 

@@ -42,7 +42,8 @@ def likelihoods(service: SearchService, column: str, image, results: pd.DataFram
 
 
 @pytest.mark.parametrize("settings, column, mode", [
-    ({"type_match__column": "garment", "type_match__weight": 10.0}, "garment", "any"),
+    ({"label_match__weights": {"garment": 10.0}}, "garment", "any"),
+    ({"label_match__weights": {"pattern": 10.0}}, "pattern", "any"),
     ({"colour__source": "catalog", "colour__same_weight": 10.0}, "colour", "same"),
 ])
 def test_the_most_likely_labels_come_first(demo_env, settings, column, mode):
@@ -62,7 +63,7 @@ def test_the_most_likely_labels_come_first(demo_env, settings, column, mode):
 
 def test_more_like_this_puts_the_products_own_type_first(demo_env):
     base = SearchService.load(demo_env.config)
-    steered = variant(base, type_match__column="garment", type_match__weight=10.0)
+    steered = variant(base, label_match__weights={"garment": 10.0})
     items = base.items
     for row in range(0, len(items), 40):
         item_id, own = str(items["id"].iloc[row]), items["garment"].iloc[row]
@@ -71,14 +72,26 @@ def test_more_like_this_puts_the_products_own_type_first(demo_env):
         assert same_type.iloc[0], item_id  # the demo holds 40 of each garment: 60 candidates do
 
 
-def test_type_match_needs_a_head(tmp_path):
+def test_each_weighted_column_adds_its_term(demo_env):
+    base = SearchService.load(demo_env.config)
+    steered = variant(base, label_match__weights={"garment": 0.2, "pattern": 0.1})
+    image = open_image(Path(base.items["image_file"].iloc[0]), 10**8)
+    results = steered.search_image(image, 8, colour="any").results
+    garment, pattern = results["label_distance_garment"], results["label_distance_pattern"]
+    score = results["distance"] + 0.2 * garment + 0.1 * pattern
+    assert score.is_monotonic_increasing and garment.between(0, 1).all()
+
+
+def test_label_match_needs_a_head(tmp_path):
     from config import ConfigError, load_config
     from tests.fixtures_demo import write_demo_config
 
-    with pytest.raises(ConfigError, match=r"type_match\.column: 'gender' has no head"):
-        load_config(write_demo_config(tmp_path, type_match__column="gender"))
+    with pytest.raises(ConfigError, match=r"label_match\.weights: \['gender'\] have no head"):
+        load_config(write_demo_config(tmp_path, label_match__weights={"gender": 0.1}))
+    with pytest.raises(ConfigError, match=r"label_match\.weights.*between 0 and 10"):
+        load_config(write_demo_config(tmp_path, label_match__weights={"garment": -1}))
     with pytest.raises(ConfigError, match=r"colour\.column: 'gender' has no head"):
         load_config(write_demo_config(tmp_path, colour__column="gender",
                                       colour__source="catalog"))
-    assert load_config(write_demo_config(tmp_path, type_match__column="garment")
-                       ).type_match.column == "garment"
+    assert load_config(write_demo_config(tmp_path, label_match__weights={"garment": 0.2})
+                       ).label_match.weights == {"garment": 0.2}
