@@ -85,8 +85,8 @@ def sidebar(service: SearchService, service_key: str) -> None:
         if service.colours is not None:  # none configured, or none to re-rank with (milvus)
             st.radio("Colour", list(MODES), format_func=MODES.get, key="colour_mode",
                      index=list(MODES).index(config.colour.default), horizontal=True,
-                     help="Any colour: shape and style only as the model sees them; similar / "
-                          "same colour: products of the query's colour move up.")
+                     help="Any colour: colour plays no part in the order; similar / same "
+                          "colour: products of the query's colour move up.")
         st.divider()
         shortlist_panel(config)
         remember_browser()
