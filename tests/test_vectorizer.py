@@ -120,6 +120,24 @@ def test_config_conflicting_with_checkpoint_names_the_key(demo_env):
     assert "model.backbone: config says 'resnet50'" in message and "'resnet18'" in message
 
 
+def test_heads_that_queries_read_must_be_in_the_checkpoint(demo_env):
+    """A config whose tasks gained a column the loaded model was not trained with."""
+    config = demo_env.fresh_config()
+    _, meta = load_checkpoint(config.paths.trained_model_path)
+    check_config_matches(config, meta, Path("m"))
+    older = {**meta, "tasks": {k: v for k, v in meta["tasks"].items() if k != "pattern"}}
+    config.label_match.weights = {"garment": 0.2, "pattern": 0.1}
+    message = str(pytest.raises(ConfigError, check_config_matches, config, older, Path("m")).value)
+    assert "label_match.weights.pattern: the checkpoint m has no 'pattern' head" in message
+    colourless = {**meta, "tasks": {k: v for k, v in meta["tasks"].items() if k != "colour"}}
+    config.label_match.weights = {}
+    message = str(pytest.raises(ConfigError, check_config_matches, config, colourless,
+                                Path("m")).value)
+    assert "colour.column: the checkpoint m has no 'colour' head" in message
+    config.colour.source = "histogram"  # reads no head
+    check_config_matches(config, colourless, Path("m"))
+
+
 def test_the_head_scale_travels_in_the_checkpoint_and_is_checked(demo_env, tmp_path):
     import torch
 

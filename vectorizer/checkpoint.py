@@ -78,3 +78,17 @@ def check_config_matches(config: AppConfig, meta: CheckpointMeta | dict, path: P
                 f"{key}: config says {configured!r} but the checkpoint {path} was trained with "
                 f"{trained!r}; set {key}: {trained} or retrain with "
                 f"`python -m vectorizer.train --config {config.config_path}`")
+    check_query_heads(config, meta, path)
+
+
+def check_query_heads(config: AppConfig, meta: CheckpointMeta, path: Path) -> None:
+    """The heads that queries read (the colour control's, label_match's) are in the checkpoint."""
+    wanted = {key: column for key, column in (
+        ("colour.column", config.colour.column if config.colour.source != "histogram" else None),
+        *((f"label_match.weights.{c}", c) for c in config.label_match.weights)) if column}
+    for key, column in wanted.items():
+        if column not in meta.tasks:
+            raise ConfigError(
+                f"{key}: the checkpoint {path} has no {column!r} head (its heads: "
+                f"{', '.join(meta.tasks)}); retrain with "
+                f"`python -m vectorizer.train --config {config.config_path}`")
