@@ -93,7 +93,8 @@ def evaluate(base: SearchService, names: list[str], tasks: list[str], k: int, ma
 
 
 def measured_tasks(config: AppConfig) -> list[str]:
-    wanted = [config.calibration_column, config.colour.column, "gender"]
+    """The product type, the colour and every column label_match steers."""
+    wanted = [config.calibration_column, config.colour.column, *config.label_match.weights]
     return [t for t in dict.fromkeys(wanted) if t and t in config.dataframe.label_fields]
 
 
