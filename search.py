@@ -50,23 +50,27 @@ class SearchService:
     def __init__(self, config: AppConfig, encoder: Encoder, store: SearchableStore) -> None:
         self.config, self.encoder, self.store = config, encoder, store
         self.bands = self.manifest.metrics.bands  # calibrated at build time; None when older
-        self.colours = self._item_colours()
-        self.labels = {column: labels for column in self.config.label_match.weights
-                       if (labels := self._catalog_labels(column)) is not None}
+        self.colours = self._item_colours()  # head or histogram source: by row
+        self.label_columns = [column for column in self.config.label_match.weights
+                              if column in self.items]
 
-    def _catalog_labels(self, column: str | None) -> np.ndarray | None:
-        """Each product's own label of `column` as a distribution over the head's classes."""
-        if column is None or self.config.backend == "milvus" or column not in self.items:
-            return None  # (milvus: the app holds no item table to take labels from)
-        return catalog_distributions(self.items, column, self.encoder.checkpoint.tasks[column])
+    @property
+    def has_colour(self) -> bool:
+        """Is there a colour to re-rank by (a colour column, and its values at hand)?"""
+        colour = self.config.colour
+        if colour.source == "catalog":
+            return colour.column is not None and colour.column in self.items
+        return self.colours is not None
+
+    def catalog_labels(self, products: pd.DataFrame, column: str) -> np.ndarray:
+        """Each product's own label of `column` (the columns search results and `store.item`
+        carry, from either backend) as a distribution over the head's classes."""
+        return catalog_distributions(products, column, self.encoder.checkpoint.tasks[column])
 
     def _item_colours(self) -> ItemColours | None:
         colour = self.config.colour
-        if self.config.backend == "milvus":
-            return None  # the app holds no item table to take colours from
-        if colour.source == "catalog":
-            labels = self._catalog_labels(colour.column)
-            return None if labels is None else ItemColours.stored(labels)
+        if colour.source == "catalog" or self.config.backend == "milvus":
+            return None  # catalog: read from the results; milvus stores no colour distributions
         stored = self.store.colours  # computed at build time: no model run at query time
         if colour.source == "head" and stored is not None and stored.column == colour.column:
             return ItemColours.stored(stored.values)
@@ -74,6 +78,12 @@ class SearchService:
             return None
         return ItemColours(self.colour_features, self.items["image_file"].tolist(),
                            self.config.download.max_pixels, self.config.model.batch_size)
+
+    def colours_of(self, products: pd.DataFrame) -> np.ndarray:
+        """The products' colour distributions (rows of results, or one `store.item`)."""
+        if self.config.colour.source == "catalog":
+            return self.catalog_labels(products, str(self.config.colour.column))
+        return self.colours.of_rows(products["row"].to_numpy())
 
     def colour_features(self, images: list[Image.Image]) -> np.ndarray:
         """Colour distributions of images, by the configured source."""
@@ -138,7 +148,8 @@ class SearchService:
         weight = self.colour_weight(colour)
         results = self.store.search(embedded.vectors[0], self.candidates(k + 1, weight),
                                     filters=filters)
-        query_labels = {column: embedded.probabilities[column][0] for column in self.labels}
+        query_labels = {column: embedded.probabilities[column][0]
+                        for column in self.label_columns}
         same = None
         if len(results) and results["distance"].iloc[0] <= self.config.ui.bands.same_product:
             same = results.iloc[0].to_dict()
@@ -160,10 +171,10 @@ class SearchService:
         results = self.store.search(self.store.vector_of(item_id), self.candidates(k, weight),
                                     filters=filters, exclude_ids=[item_id])
         best = float(results["distance"].iloc[0]) if len(results) else None
-        row = self.store.row_of(item_id) if weight or self.labels else None
-        query_colour = self.colours.of_rows([row])[0] if weight else None
-        query_labels = {column: labels[row] for column, labels in self.labels.items()
-                        if not np.isnan(labels[row]).any()}  # its own catalog labels
+        own = pd.DataFrame([item])
+        query_colour = self.colours_of(own)[0] if weight else None
+        query_labels = {column: labels for column in self.label_columns  # its own labels
+                        if not np.isnan(labels := self.catalog_labels(own, column)[0]).any()}
         results = self.reranked(results, query_colour, weight, query_labels)
         return self.respond(results.head(k), self.predict_file(item.get("image_file", "")),
                             item, best)
@@ -171,12 +182,12 @@ class SearchService:
     def colour_weight(self, mode: str | None) -> float:
         """The colour term's weight for a mode (None: the config's default); 0 without colours."""
         weight = colour_weight(self.config.colour, mode or self.config.colour.default)
-        return weight if self.colours is not None else 0.0
+        return weight if self.has_colour else 0.0
 
     def candidates(self, want: int, weight: float) -> int:
         """How many nearest products to fetch: more when colour or labels re-rank them."""
         wider = [self.config.colour.candidates] if weight else []
-        wider += [self.config.label_match.candidates] if self.labels else []
+        wider += [self.config.label_match.candidates] if self.label_columns else []
         return max([want, *wider])
 
     def reranked(self, results: pd.DataFrame, query_colour: np.ndarray | None, weight: float,
@@ -185,13 +196,13 @@ class SearchService:
         the distance of the query's distribution to the product's own label."""
         if query_colour is None and not query_labels:
             return results
-        rows, terms = results["row"].to_numpy(), {}
-        if query_colour is not None:
-            terms["colour_distance"] = (hellinger(query_colour, self.colours.of_rows(rows)),
-                                        weight)
+        terms = {}
+        if query_colour is not None and len(results):
+            terms["colour_distance"] = (hellinger(query_colour, self.colours_of(results)), weight)
         for column, query in query_labels.items() if len(results) else ():
-            terms[f"label_distance_{column}"] = (hellinger(query, self.labels[column][rows]),
-                                                 self.config.label_match.weights[column])
+            terms[f"label_distance_{column}"] = (
+                hellinger(query, self.catalog_labels(results, column)),
+                self.config.label_match.weights[column])
         return rerank(results, terms) if terms else results
 
     def predict_file(self, image_file: str) -> Prediction:

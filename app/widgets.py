@@ -82,7 +82,7 @@ def sidebar(service: SearchService, service_key: str) -> None:
                                key=f"filter_{column}", placeholder="Any",
                                persist_state="session")
         sync_control_params(config)
-        if service.colours is not None:  # none configured, or none to re-rank with (milvus)
+        if service.has_colour:  # none configured, or none to re-rank with
             st.radio("Colour", list(MODES), format_func=MODES.get, key="colour_mode",
                      index=list(MODES).index(config.colour.default), horizontal=True,
                      help="Any colour: colour plays no part in the order; similar / same "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -21,7 +22,9 @@ from search import SearchService
 from tests.fixtures_demo import write_demo_config
 from tests.test_build_index import run_cli
 from tests.test_front_end import assert_clean, on_page, result_ids, use_config
+from tests.test_label_match import likelihoods, variant
 from tests.test_milvus import lite_server  # noqa: F401 - the fixture
+from vectorizer.images import open_image
 
 COUNT = 48
 
@@ -60,6 +63,38 @@ def test_search_service_holds_no_vectors_and_finds_items(milvus_demo):
     assert len(response.results) == min(5, int((catalog["colour"] == colour).sum()) - 1)
     assert response.same_product["name"] == catalog.loc[item_id, "name"]
     assert set(service.store.filter_options(["colour"])["colour"]) == set(catalog["colour"])
+
+
+def test_known_labels_steer_milvus_results_too(milvus_demo):
+    """label_match and the catalog colour read each candidate's labels from what Milvus
+    returns (the app holds no item table there): the results are the candidates with the
+    lowest distance + weight x Hellinger(the query's predicted distribution, the candidate's
+    own label), that label taken from the catalog file here; "More like this" puts the
+    product's own type first."""
+    config, _ = milvus_demo
+    base = SearchService.load(config)
+    assert not base.has_colour  # head source: Milvus stores no colour distributions
+    steered = variant(base, label_match__weights={"garment": 10.0})
+    coloured = variant(base, colour__source="catalog", colour__same_weight=10.0)
+    assert coloured.has_colour and coloured.colour_weight("same") == 10.0
+    catalog = pd.read_csv(config.paths.images_dataframe_path, dtype=str).set_index("id")
+    folder = Path(config.paths.images_dataframe_path).parent
+    changed = 0
+    for item_id in catalog.index[::8]:
+        image = open_image(folder / catalog.loc[item_id, "image_path"], 10**8)
+        every = base.search_image(image, COUNT, colour="any").results
+        for service, column, mode in ((steered, "garment", "any"), (coloured, "colour", "same")):
+            ranked = service.search_image(image, 8, colour=mode).results
+            own = catalog.loc[every["id"], [column]].reset_index(drop=True)
+            distance = np.sqrt(1 - np.sqrt(likelihoods(base, column, image, own)))
+            expected = every.assign(score=every["distance"] + 10.0 * distance)
+            expected = expected.sort_values("score", kind="stable")["id"].head(8).tolist()
+            assert ranked["id"].tolist() == expected, (item_id, column)
+            changed += every["id"].head(8).tolist() != expected
+        own_type = catalog.loc[item_id, "garment"]
+        same_type = steered.search_item(item_id, 5, colour="any").results["garment"] == own_type
+        assert same_type.tolist() == sorted(same_type, reverse=True), (item_id, own_type)
+    assert changed
 
 
 def test_search_cli_and_tune_read_the_published_index(milvus_demo, tmp_path):
