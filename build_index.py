@@ -35,6 +35,7 @@ from index_store.tune import tune_saved_index
 from ingest.catalog import CatalogError, load_catalog, localize_images
 from judgments.replay import rescore_judgments
 from search import SearchService
+from search_quality import describe_settings, shown_search_metrics
 from util.files import file_sha256
 from util.urls import is_http_url
 from vectorizer.checkpoint import CheckpointError
@@ -184,8 +185,14 @@ def build(config: AppConfig, *, rebuild: bool = False, quiet: bool = False) -> d
             recall_k=max(config.ann_index.k, 10), test_ids=encoder.checkpoint.test_ids,
             split=encoder.checkpoint.split_strategy, max_queries=config.evaluation.max_queries,
             seed=config.evaluation.seed, calibration=calibration(config))
+    service = SearchService(config, encoder, store)
+    with timer.step("evaluate the search as shown"):
+        metrics["shown"] = shown_search_metrics(
+            service, tasks=config.task_columns, k=config.evaluation.k,
+            test_ids=encoder.checkpoint.test_ids, max_queries=config.evaluation.max_queries,
+            seed=config.evaluation.seed)
     with timer.step("re-score judgments"):
-        judged = rescore_judgments(SearchService(config, encoder, store), config.evaluation.k)
+        judged = rescore_judgments(service, config.evaluation.k)
     summary = {
         "items_in_catalog": len(items), "items_indexed": int(keep.sum()),
         "items_skipped": len(skipped),
@@ -271,6 +278,12 @@ def print_summary(summary: dict) -> None:
     k = metrics.get("k")
     for task, values in metrics.get("tasks", {}).items():
         print(f"  {task}: mAP@{k} {values['map_at_k']:.3f}, P@{k} {values['precision_at_k']:.3f}")
+    shown = metrics.get("shown")
+    if shown:
+        print(f"  the search as shown ({describe_settings(shown['settings'])}), "
+              f"{shown['queries']} queries by image: " + ", ".join(
+                  f"{task} mAP@{k} {values['map_at_k']:.3f}"
+                  for task, values in shown["tasks"].items()))
     if "recall_at_k" in metrics:
         print(f"  recall@{metrics['recall_k']} vs exact {metrics['recall_at_k']:.4f}; search p50 "
               f"{metrics['latency']['p50_ms']:.3f} ms, p99 {metrics['latency']['p99_ms']:.3f} ms "

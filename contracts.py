@@ -174,6 +174,16 @@ class JudgmentScores(Record):
     unanswerable: int = 0
 
 
+class ShownSearchScores(Record):
+    """The search as shown, measured at build (see `search_quality.shown_search_metrics`)."""
+
+    k: int | None = None
+    queries: int = 0
+    query_source: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)  # colour mode, label_match weights
+    tasks: dict[str, ClassScores] = Field(default_factory=dict)
+
+
 class IndexMetrics(Record):
     """The build's evaluation (see `index_store.evaluate.evaluate_index`)."""
 
@@ -186,6 +196,7 @@ class IndexMetrics(Record):
     recall_at_k: float | None = None
     latency: Latency = Field(default_factory=Latency)
     bands: CalibratedBands | None = None
+    shown: ShownSearchScores | None = None  # None: built before it was measured
 
 
 class BuildCounts(Record):

@@ -10,8 +10,9 @@ from app.charts import per_class_table
 from app.confidence import bands_section
 from app.display import column_title, md
 from app.judging import judgments_section
-from contracts import IndexManifest
+from contracts import IndexManifest, IndexMetrics
 from search import SearchService
+from search_quality import describe_settings, shown_settings
 
 
 def report_page(service: SearchService, service_key: str) -> None:
@@ -36,16 +37,27 @@ def quality_charts(service: SearchService, manifest: IndexManifest) -> None:
     metrics = manifest.metrics
     tasks = metrics.tasks
     k = metrics.k or "k"
-    st.subheader(f"Retrieval quality: mAP@{k} per attribute")
-    st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
-               "a result counts as relevant when it shares the query's attribute value.")
     titles = service.config.ui.column_names
-    per_task = pd.DataFrame([{"attribute": column_title(task, titles), "mAP": values.map_at_k,
-                              "precision": values.precision_at_k,
-                              "label": f"{values.map_at_k:.2f}"}
-                             for task, values in tasks.items()])
-    st.altair_chart(bar_chart(per_task, "attribute", k), width="stretch")
-    st.subheader(f"mAP@{k} per class")
+    st.subheader(f"Retrieval quality: mAP@{k} per attribute")
+    vector = [{"attribute": column_title(task, titles), "measure": "vector",
+               "mAP": values.map_at_k, "precision": values.precision_at_k,
+               "label": f"{values.map_at_k:.2f}"} for task, values in tasks.items()]
+    rows: list[dict] = []
+    shown = metrics.shown
+    if shown is not None and shown.tasks:
+        rows = [{"attribute": column_title(task, titles), "measure": "search as shown",
+                  "mAP": values.map_at_k, "precision": values.precision_at_k,
+                  "label": f"{values.map_at_k:.2f}"}
+                 for task, values in shown.tasks.items() if task in tasks]
+        st.caption(shown_caption(service, metrics))
+    else:
+        st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
+                   "a result counts as relevant when it shares the query's attribute value. "
+                   "The search as shown (re-ranked by colour and labels) was not measured for "
+                   "this index: rebuild it with build_index.py.")
+    chart = pd.DataFrame(rows + vector)
+    st.altair_chart(bar_chart(chart, "attribute", k), width="stretch")
+    st.subheader(f"mAP@{k} per class (the vector)")
     task = st.selectbox("Attribute", list(tasks), key="report_task",
                         format_func=lambda column: column_title(column, titles))
     classes = (sorted(service.items[task].dropna().astype(str).unique())
@@ -61,6 +73,20 @@ def quality_charts(service: SearchService, manifest: IndexManifest) -> None:
         if unscored:
             st.caption(f"No test queries, so not scored ({len(unscored)}): "
                        + ", ".join(md(name) for name in unscored) + ".")
+
+
+def shown_caption(service: SearchService, metrics: IndexMetrics) -> str:
+    """What the two bars of each attribute measure, and whether the config still matches."""
+    shown = metrics.shown
+    now = shown_settings(service)
+    changed = ("" if now == shown.settings else
+               f" The config re-ranks differently now ({md(describe_settings(now))}): "
+               "rebuild to measure it.")
+    return (f"{shown.queries:,} held-out products; a result counts as relevant when it shares the "
+            "query's attribute value. **Search as shown**: each product's own image searched "
+            f"as a pasted photo, re-ranked as configured at build "
+            f"({md(describe_settings(shown.settings))}). **Vector**: its stored vector "
+            f"through the index, no re-ranking ({md(metrics.query_source)}).{changed}")
 
 
 def report_numbers(manifest: IndexManifest) -> None:
@@ -83,20 +109,29 @@ def report_numbers(manifest: IndexManifest) -> None:
 
 def bar_chart(frame: pd.DataFrame, category: str, k: object) -> alt.Chart:
     """Horizontal bars in the frame's order, each labelled with its `label` text; long names
-    are shown whole."""
+    are shown whole; with a `measure` column, one bar per measure in each category."""
     data = frame.assign(position=frame["mAP"].fillna(0.0))
+    paired = "measure" in data and data["measure"].nunique() > 1
     base = alt.Chart(data).encode(
-        y=alt.Y(f"{category}:N", sort=list(data[category]), title=None,
+        y=alt.Y(f"{category}:N", sort=list(dict.fromkeys(data[category])), title=None,
                 axis=alt.Axis(labelLimit=400)),
         x=alt.X("position:Q", scale=alt.Scale(domain=[0, 1.3]), title=f"mAP@{k}",
                 axis=alt.Axis(format=".1f", values=[0, 0.2, 0.4, 0.6, 0.8, 1.0])),
-        tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("mAP:Q", format=".3f"),
+        tooltip=[alt.Tooltip(f"{category}:N"),
+                 *([alt.Tooltip("measure:N")] if paired else []),
+                 alt.Tooltip("mAP:Q", format=".3f"),
                  alt.Tooltip("precision:Q", title=f"P@{k}", format=".3f"),
                  *([alt.Tooltip("queries:Q", title="test queries")]
                    if "queries" in data else [])])
+    if paired:
+        order = list(dict.fromkeys(data["measure"]))
+        base = base.encode(
+            yOffset=alt.YOffset("measure:N", sort=order),
+            color=alt.Color("measure:N", sort=order, title=None,
+                            legend=alt.Legend(orient="top")))
     bars = base.mark_bar(cornerRadiusEnd=3)
-    text = base.mark_text(align="left", dx=4).encode(text=alt.Text("label:N"))
-    return (bars + text).properties(height=alt.Step(30))
+    text = base.mark_text(align="left", dx=4, color="gray").encode(text=alt.Text("label:N"))
+    return (bars + text).properties(height=alt.Step(22 if paired else 30))
 
 
 def skipped_reasons(reasons: dict) -> None:

@@ -11,14 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import AppConfig, load_config
 from index_store.evaluate import evaluation_queries, retrieval_metrics
 from search import SearchService
-from vectorizer.images import open_image
+from search_quality import found_rows
 
 # name: (colour mode, colour source, label match: "" off, "type" the type column alone, "all"
 # the config's label_match.weights)
@@ -53,24 +51,6 @@ def variant(base: SearchService, source: str, weights: dict[str, float]) -> Sear
     config.label_match.weights = weights
     config.config_path = base.config.config_path
     return SearchService(config, base.encoder, base.store)
-
-
-def found_rows(service: SearchService, rows: list[int], mode: str, k: int, queries: str
-               ) -> np.ndarray:
-    """[len(rows), k] result rows per query (-1 where fewer came back); the query's own
-    product never counts (an image query finds itself as "the same product")."""
-    items = service.items
-    found = np.full((len(rows), k), -1, np.int64)
-    for position, row in enumerate(rows):
-        if queries == "image":
-            image = open_image(Path(str(items["image_file"].iloc[row])),
-                               service.config.download.max_pixels)
-            results = service.search_image(image, k + 1, colour=mode).results
-        else:
-            results = service.search_item(str(items["id"].iloc[row]), k, colour=mode).results
-        others = [r for r in results["row"].to_numpy() if r != row][:k]
-        found[position, :len(others)] = others
-    return found
 
 
 def evaluate(base: SearchService, names: list[str], tasks: list[str], k: int, max_queries: int,
