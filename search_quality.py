@@ -4,10 +4,11 @@ own images as pasted photos, re-ranked as configured), scored like the vector's 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from colour_match import MODES
 from index_store.evaluate import evaluation_queries, retrieval_metrics
@@ -21,10 +22,11 @@ QUERY_SOURCES = {"image": "own image, searched as a pasted photo",
 
 
 def found_rows(service: SearchService, rows: Sequence[int], mode: str | None, k: int,
-               queries: str = "image") -> np.ndarray:
+               queries: str = "image",
+               alter: Callable[[Image.Image], Image.Image] | None = None) -> np.ndarray:
     """[len(rows), k] result rows per query (-1 where fewer came back, or where the query's
     image cannot be read); the query's own product never counts (an image query finds itself
-    as "the same product")."""
+    as "the same product"); `alter` changes each query image first (bench/robustness.py)."""
     items = service.items
     found = np.full((len(rows), k), -1, np.int64)
     for position, row in enumerate(rows):
@@ -35,6 +37,7 @@ def found_rows(service: SearchService, rows: Sequence[int], mode: str | None, k:
             except ImageError as error:
                 log.warning("query row %d left out: %s", row, error)
                 continue
+            image = alter(image) if alter else image
             results = service.search_image(image, k + 1, colour=mode).results
         else:
             results = service.search_item(str(items["id"].iloc[row]), k, colour=mode).results

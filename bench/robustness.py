@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import exact_top, split_rows
 
-from config import load_config
+from config import AppConfig, load_config
 from index_store.evaluate import retrieval_metrics
 from ingest.catalog import load_catalog
+from search import SearchService
+from search_quality import found_rows
 from vectorizer.dataset import load_all
 from vectorizer.encoder import Encoder
 from vectorizer.images import open_image
@@ -98,6 +101,41 @@ def embed_altered(encoder: Encoder, images: list[Image.Image], alteration: Alter
                            for i in range(0, len(tensors), 256)])
 
 
+def shown_rows(config: AppConfig, query_ids: list[str], tasks: list[str]) -> list[dict]:
+    """The same alterations through the app's query path on the real index (the whole catalog
+    as the pool): the vector alone (any colour, no label match) and the search as shown."""
+    shown = SearchService.load(config)
+    plain = shown.config.model_copy(deep=True)
+    plain.colour.default, plain.label_match.weights = "any", {}
+    plain.config_path = shown.config.config_path
+    vector = SearchService(plain, shown.encoder, shown.store)
+    rows_of = {item_id: row for row, item_id in enumerate(shown.items["id"].astype(str))}
+    rows = [rows_of[item_id] for item_id in query_ids if item_id in rows_of]
+    labels, k = shown.items[tasks], config.evaluation.k
+    out = []
+    for search, service in (("vector", vector), ("search as shown", shown)):
+        for name, alteration in ALTERATIONS.items():
+            found = found_rows(service, rows, None, k,
+                               alter=partial(alteration, rng=np.random.default_rng(1)))
+            metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
+                                        tasks, k, query_rows=rows)
+            out.append({"search": search, "alteration": name,
+                        **{task: round(metrics[task]["map_at_k"], 4) for task in tasks}})
+            print(out[-1], file=sys.stderr, flush=True)
+    return out
+
+
+def report_shown(config: AppConfig, query_ids: list[str], tasks: list[str], as_json: bool
+                 ) -> int:
+    rows, k = shown_rows(config, query_ids, tasks), config.evaluation.k
+    report = {"queries": len(query_ids), "pool": "the index", "k": k, "results": rows}
+    searches = dict.fromkeys(row["search"] for row in rows)
+    print(json.dumps(report) if as_json else "\n".join(
+        f"{search}:\n" + markdown([row for row in rows if row["search"] == search], tasks, k)
+        for search in searches))
+    return 0
+
+
 def markdown(rows: list[dict], tasks: list[str], k: int) -> str:
     lines = ["| query image | " + " | ".join(f"{t} mAP@{k}" for t in tasks) + " |",
              "|---|" + "---|" * len(tasks)]
@@ -117,6 +155,9 @@ def main() -> int:
     parser.add_argument("--trim", choices=["model", "on", "off"], default="model",
                         help="trim uniform borders before padding (default: as the model says)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--shown", action="store_true",
+                        help="through the app's query path on the real index instead: the "
+                             "vector alone and the search as shown (re-ranked as configured)")
     args = parser.parse_args()
     config = load_config(args.config)
     encoder = Encoder.from_config(config)
@@ -124,6 +165,9 @@ def main() -> int:
         encoder.preprocess = replace(encoder.preprocess, trim_border=args.trim == "on")
     items = load_catalog(config)
     query_rows, pool_rows = split_rows(items, encoder.meta["split"], args.queries, args.quick)
+    if args.shown:
+        return report_shown(config, items["id"].iloc[query_rows].astype(str).tolist(),
+                            list(encoder.meta["tasks"]), args.json)
     pool_images, _ = load_all(items["image_ref"].iloc[pool_rows].tolist(), encoder.preprocess,
                               batch_size=256, workers=config.model.num_workers,
                               max_pixels=config.download.max_pixels)

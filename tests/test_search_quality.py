@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from index_store.evaluate import evaluation_queries
 from index_store.store import IndexStore
 from search import SearchService
-from search_quality import describe_settings, shown_search_metrics, shown_settings
+from search_quality import describe_settings, found_rows, shown_search_metrics, shown_settings
 from tests.test_front_end import assert_clean, on_page, use_config
 from tests.test_label_match import variant
 from vectorizer.images import open_image
@@ -81,3 +82,17 @@ def test_report_page_shows_both_and_says_when_the_config_changed(demo_env, monke
     assert_clean(at)
     caption = next(c.value for c in at.caption if "Search as shown" in c.value)
     assert "re-ranks differently now (Any colour; no label match): rebuild" in caption
+
+
+def test_queries_can_be_altered_first(demo_env):
+    """bench/robustness.py --shown: each query image is altered before it is searched."""
+    service = SearchService.load(demo_env.config)
+    rows = [0, 50, 100]
+    plain = found_rows(service, rows, "any", 5)
+    blank = found_rows(service, rows, "any", 5,
+                       alter=lambda image: Image.new("RGB", image.size, "white"))
+    white = service.search_image(Image.new("RGB", (60, 80), "white"), 8, colour="any").results
+    for position, row in enumerate(rows):
+        expected = [r for r in white["row"] if r != row][:5]
+        assert blank[position].tolist() == expected
+    assert (plain != blank).any()
