@@ -89,15 +89,20 @@ class ItemColours:
         colours._stored = values
         return colours
 
-    def of_rows(self, rows: Sequence[int]) -> np.ndarray:
-        """[len(rows), d]; a row whose image cannot be read is NaN."""
+    def of_rows(self, rows: Sequence[int], files: Sequence[object] | None = None
+                ) -> np.ndarray:
+        """[len(rows), d]; a row whose image cannot be read is NaN. `files`: each row's image
+        file, where the rows' files were not given up front (a Milvus result carries its own)."""
         if self._stored is not None:
             return self._stored[np.asarray(rows, dtype=np.int64)]
         rows = [int(row) for row in rows]
+        file_of = dict(zip(rows, files, strict=True)) if files is not None else None
         with self._lock:
             missing = [row for row in dict.fromkeys(rows) if row not in self._known]
         for start in range(0, len(missing), self.batch_size):
-            self._compute(missing[start:start + self.batch_size])
+            batch = missing[start:start + self.batch_size]
+            self._compute(batch, [file_of[row] if file_of else self.image_files[row]
+                                  for row in batch])
         with self._lock:
             values = [self._known[row] for row in rows]
         width = max((len(v) for v in values if v is not None), default=1)
@@ -105,11 +110,11 @@ class ItemColours:
         return np.stack([nan if v is None else v for v in values]) if values else \
             np.zeros((0, width), np.float32)
 
-    def _compute(self, rows: list[int]) -> None:
+    def _compute(self, rows: list[int], files: list[object]) -> None:
         images, readable = [], []
-        for row in rows:
+        for row, file in zip(rows, files, strict=True):
             try:
-                images.append(open_image(Path(str(self.image_files[row])), self.max_pixels))
+                images.append(open_image(Path(str(file)), self.max_pixels))
                 readable.append(row)
             except ImageError as error:
                 log.info("no colour for catalog row %d: %s", row, error)

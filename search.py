@@ -69,21 +69,23 @@ class SearchService:
 
     def _item_colours(self) -> ItemColours | None:
         colour = self.config.colour
-        if colour.source == "catalog" or self.config.backend == "milvus":
-            return None  # catalog: read from the results; milvus stores no colour distributions
+        if colour.source == "catalog" or colour.column is None:
+            return None  # catalog: each product's label, read from the results
         stored = self.store.colours  # computed at build time: no model run at query time
         if colour.source == "head" and stored is not None and stored.column == colour.column:
             return ItemColours.stored(stored.values)
-        if colour.column is None or "image_file" not in self.items:
+        if "image_file" not in self.items:
             return None
-        return ItemColours(self.colour_features, self.items["image_file"].tolist(),
+        files = [] if self.config.backend == "milvus" else self.items["image_file"].tolist()
+        return ItemColours(self.colour_features, files,  # milvus: the results carry the files
                            self.config.download.max_pixels, self.config.model.batch_size)
 
     def colours_of(self, products: pd.DataFrame) -> np.ndarray:
         """The products' colour distributions (rows of results, or one `store.item`)."""
         if self.config.colour.source == "catalog":
             return self.catalog_labels(products, str(self.config.colour.column))
-        return self.colours.of_rows(products["row"].to_numpy())
+        files = products["image_file"].tolist() if self.config.backend == "milvus" else None
+        return self.colours.of_rows(products["row"].to_numpy(), files)
 
     def colour_features(self, images: list[Image.Image]) -> np.ndarray:
         """Colour distributions of images, by the configured source."""

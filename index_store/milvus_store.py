@@ -203,7 +203,7 @@ class MilvusStore:
     `items` is that sample (the gallery's examples), not the catalog: `size` counts the catalog.
     """
 
-    colours = None  # colour distributions are not stored in Milvus (no colour re-ranking)
+    colours = None  # not stored in Milvus: computed from each result's image on first need
 
     def __init__(self, backend: MilvusBackend, meta: dict, version: str) -> None:
         self.backend, self.manifest, self.version = backend, meta["manifest"], version

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 import front_end
 from build_index import build
+from colour_match import hellinger
 from config import load_config
 from index_store.location import index_version
 from index_store.milvus_store import MilvusStore
@@ -65,32 +66,45 @@ def test_search_service_holds_no_vectors_and_finds_items(milvus_demo):
     assert set(service.store.filter_options(["colour"])["colour"]) == set(catalog["colour"])
 
 
-def test_known_labels_steer_milvus_results_too(milvus_demo):
-    """label_match and the catalog colour read each candidate's labels from what Milvus
-    returns (the app holds no item table there): the results are the candidates with the
-    lowest distance + weight x Hellinger(the query's predicted distribution, the candidate's
-    own label), that label taken from the catalog file here; "More like this" puts the
-    product's own type first."""
+def test_labels_and_colours_steer_milvus_results_too(milvus_demo):
+    """label_match and the colour sources read what each Milvus result carries (the app holds
+    no item table there): its own labels, its image for the colour head's distribution. The
+    results are the candidates with the lowest distance + weight x Hellinger(the query's
+    predicted distribution, the candidate's), the candidates' side computed here from the
+    catalog file and their images; "More like this" puts the product's own type first."""
     config, _ = milvus_demo
     base = SearchService.load(config)
-    assert not base.has_colour  # head source: Milvus stores no colour distributions
     steered = variant(base, label_match__weights={"garment": 10.0})
-    coloured = variant(base, colour__source="catalog", colour__same_weight=10.0)
-    assert coloured.has_colour and coloured.colour_weight("same") == 10.0
+    labelled = variant(base, colour__source="catalog", colour__same_weight=10.0)
+    predicted = variant(base, colour__same_weight=10.0)  # the colour head's, on first need
+    assert labelled.has_colour and predicted.has_colour
     catalog = pd.read_csv(config.paths.images_dataframe_path, dtype=str).set_index("id")
     folder = Path(config.paths.images_dataframe_path).parent
+
+    def image_of(item_id: str):
+        return open_image(folder / catalog.loc[item_id, "image_path"], 10**8)
+
+    def colour_distance(query, ids) -> np.ndarray:
+        embedded = base.encoder.embed_images([query, *map(image_of, ids)])
+        return hellinger(embedded.probabilities["colour"][0],
+                         embedded.probabilities["colour"][1:])
+
+    def label_distance(column):
+        return lambda query, ids: np.sqrt(1 - np.sqrt(likelihoods(
+            base, column, query, catalog.loc[ids, [column]].reset_index(drop=True))))
+
     changed = 0
     for item_id in catalog.index[::8]:
-        image = open_image(folder / catalog.loc[item_id, "image_path"], 10**8)
+        image = image_of(item_id)
         every = base.search_image(image, COUNT, colour="any").results
-        for service, column, mode in ((steered, "garment", "any"), (coloured, "colour", "same")):
+        for service, mode, distance in ((steered, "any", label_distance("garment")),
+                                        (labelled, "same", label_distance("colour")),
+                                        (predicted, "same", colour_distance)):
             ranked = service.search_image(image, 8, colour=mode).results
-            own = catalog.loc[every["id"], [column]].reset_index(drop=True)
-            distance = np.sqrt(1 - np.sqrt(likelihoods(base, column, image, own)))
-            expected = every.assign(score=every["distance"] + 10.0 * distance)
-            expected = expected.sort_values("score", kind="stable")["id"].head(8).tolist()
-            assert ranked["id"].tolist() == expected, (item_id, column)
-            changed += every["id"].head(8).tolist() != expected
+            score = every["distance"] + 10.0 * distance(image, every["id"].tolist())
+            expected = every.assign(score=score).sort_values("score", kind="stable")
+            assert ranked["id"].tolist() == expected["id"].head(8).tolist(), (item_id, mode)
+            changed += every["id"].head(8).tolist() != ranked["id"].tolist()
         own_type = catalog.loc[item_id, "garment"]
         same_type = steered.search_item(item_id, 5, colour="any").results["garment"] == own_type
         assert same_type.tolist() == sorted(same_type, reverse=True), (item_id, own_type)
@@ -129,7 +143,7 @@ def test_app_pages_work_on_milvus(milvus_demo, monkeypatch):
     search.run()
     assert_clean(search)
     assert len(result_ids(search)) == config.ann_index.k
-    assert "colour_mode" not in [radio.key for radio in search.radio]  # it would change nothing
+    assert "colour_mode" in [radio.key for radio in search.radio]  # from the results' images
     assert {m.label: m.value for m in report.metric}["Indexed"] == str(COUNT)
 
 
