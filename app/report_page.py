@@ -39,16 +39,12 @@ def quality_charts(service: SearchService, manifest: IndexManifest) -> None:
     k = metrics.k or "k"
     titles = service.config.ui.column_names
     st.subheader(f"Retrieval quality: mAP@{k} per attribute")
-    vector = [{"attribute": column_title(task, titles), "measure": "vector",
-               "mAP": values.map_at_k, "precision": values.precision_at_k,
-               "label": f"{values.map_at_k:.2f}"} for task, values in tasks.items()]
+    vector = score_rows(tasks, "vector", titles)
     rows: list[dict] = []
     shown = metrics.shown
     if shown is not None and shown.tasks:
-        rows = [{"attribute": column_title(task, titles), "measure": "search as shown",
-                  "mAP": values.map_at_k, "precision": values.precision_at_k,
-                  "label": f"{values.map_at_k:.2f}"}
-                 for task, values in shown.tasks.items() if task in tasks]
+        rows = score_rows({task: values for task, values in shown.tasks.items() if task in tasks},
+                          "search as shown", titles)
         st.caption(shown_caption(service, metrics))
     else:
         st.caption(f"{metrics.queries or '?'} queries ({md(metrics.query_source)}); "
@@ -73,6 +69,13 @@ def quality_charts(service: SearchService, manifest: IndexManifest) -> None:
         if unscored:
             st.caption(f"No test queries, so not scored ({len(unscored)}): "
                        + ", ".join(md(name) for name in unscored) + ".")
+
+
+def score_rows(scores: dict, measure: str, titles: dict) -> list[dict]:
+    """One chart row per attribute: its title, mAP and precision, and the bar's label."""
+    return [{"attribute": column_title(task, titles), "measure": measure,
+             "mAP": values.map_at_k, "precision": values.precision_at_k,
+             "label": f"{values.map_at_k:.2f}"} for task, values in scores.items()]
 
 
 def shown_caption(service: SearchService, metrics: IndexMetrics) -> str:

@@ -18,6 +18,7 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import exact_top, split_rows
+from ranking import variant
 
 from config import AppConfig, load_config
 from index_store.evaluate import retrieval_metrics
@@ -105,17 +106,14 @@ def shown_rows(config: AppConfig, query_ids: list[str], tasks: list[str]) -> lis
     """The same alterations through the app's query path on the real index (the whole catalog
     as the pool): the vector alone (any colour, no label match) and the search as shown."""
     shown = SearchService.load(config)
-    plain = shown.config.model_copy(deep=True)
-    plain.colour.default, plain.label_match.weights = "any", {}
-    plain.config_path = shown.config.config_path
-    vector = SearchService(plain, shown.encoder, shown.store)
     rows_of = {item_id: row for row, item_id in enumerate(shown.items["id"].astype(str))}
     rows = [rows_of[item_id] for item_id in query_ids if item_id in rows_of]
     labels, k = shown.items[tasks], config.evaluation.k
     out = []
-    for search, service in (("vector", vector), ("search as shown", shown)):
+    vector = variant(shown, config.colour.source, {})
+    for search, service, mode in (("vector", vector, "any"), ("search as shown", shown, None)):
         for name, alteration in ALTERATIONS.items():
-            found = found_rows(service, rows, None, k,
+            found = found_rows(service, rows, mode, k,
                                alter=partial(alteration, rng=np.random.default_rng(1)))
             metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
                                         tasks, k, query_rows=rows)
