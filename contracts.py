@@ -181,7 +181,7 @@ class ShownSearchScores(Record):
     queries: int = 0
     query_source: str = ""
     settings: dict[str, Any] = Field(default_factory=dict)  # colour mode, label_match weights
-    tasks: dict[str, ClassScores] = Field(default_factory=dict)
+    tasks: dict[str, TaskScores] = Field(default_factory=dict)
 
 
 class IndexMetrics(Record):

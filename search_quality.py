@@ -68,9 +68,7 @@ def shown_search_metrics(service: SearchService, *, tasks: Sequence[str], k: int
                                 tasks, k, query_rows=rows)
     return {"k": k, "queries": len(rows), "query_source": f"{source}: {QUERY_SOURCES['image']}",
             "settings": shown_settings(service),
-            "tasks": {task: {key: values[key] for key in ("map_at_k", "precision_at_k",
-                                                          "queries")}
-                      for task, values in metrics.items()}}
+            "tasks": metrics}
 
 
 def describe_settings(settings: dict) -> str:

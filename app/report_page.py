@@ -53,12 +53,26 @@ def quality_charts(service: SearchService, manifest: IndexManifest) -> None:
                    "this index: rebuild it with build_index.py.")
     chart = pd.DataFrame(rows + vector)
     st.altair_chart(bar_chart(chart, "attribute", k), width="stretch")
-    st.subheader(f"mAP@{k} per class (the vector)")
+    per_class_chart(service, metrics)
+
+
+def per_class_chart(service: SearchService, metrics: IndexMetrics) -> None:
+    """mAP@k per class of one attribute, of the search as shown or of the vector."""
+    k, titles = metrics.k or "k", service.config.ui.column_names
+    st.subheader(f"mAP@{k} per class")
+    tasks = metrics.tasks
     task = st.selectbox("Attribute", list(tasks), key="report_task",
                         format_func=lambda column: column_title(column, titles))
+    shown = metrics.shown.tasks.get(task) if metrics.shown is not None else None
+    if shown is not None and shown.per_class:
+        measure = st.segmented_control("Measured", ["search as shown", "vector"],
+                                       default="search as shown", key="report_measure")
+        scores = tasks[task] if measure == "vector" else shown
+    else:
+        scores = tasks[task]
     classes = (sorted(service.items[task].dropna().astype(str).unique())
                if task in service.items else [])
-    per_class = per_class_table(tasks[task].per_class, classes)
+    per_class = per_class_table(scores.per_class, classes)
     if per_class.empty:
         st.caption("No per-class figures for this attribute.")
     else:

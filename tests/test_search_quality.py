@@ -35,6 +35,8 @@ def test_the_build_measures_the_search_as_configured(demo_env):
     assert shown["queries"] == vector["queries"] and "own image" in shown["query_source"]
     assert shown["settings"] == {"colour": "Similar colour (head)", "label_match": {}}
     assert set(shown["tasks"]) == set(vector["tasks"])
+    for values in shown["tasks"].values():  # per class too, for the Report page
+        assert sum(c["queries"] for c in values["per_class"].values()) == values["queries"]
 
 
 def test_without_re_ranking_an_image_query_scores_as_its_stored_vector(demo_env):
@@ -73,6 +75,11 @@ def test_report_page_shows_both_and_says_when_the_config_changed(demo_env, monke
     assert_clean(at)
     caption = next(c.value for c in at.caption if "Search as shown" in c.value)
     assert "Similar colour \\(head\\); no label match" in caption and "rebuild" not in caption
+    measure = at.get("button_group")[0]  # the per-class chart: the search as shown, or the vector
+    assert measure.options == ["search as shown", "vector"]
+    assert measure.value == "search as shown"
+    measure.set_value("vector").run()
+    assert_clean(at)
     raw = yaml.safe_load(demo_env.config_path.read_text())
     raw["colour"]["default"] = "any"
     changed = demo_env.config_path.with_name("config-any-colour.yml")  # same folder: same paths
