@@ -171,7 +171,7 @@ def show_results(service: SearchService, found: Found, filters: dict, reference:
     response = found.response
     results = response.results
     noun = "product" if len(results) == 1 else "products"
-    st.subheader(f"{len(results)} similar {noun}")
+    st.subheader(f"{len(results)} similar {noun}", help=order_help(service, found.item_query))
     if filters:
         names = service.config.ui.column_names
         st.caption("Filtered by " + "; ".join(
@@ -188,6 +188,22 @@ def show_results(service: SearchService, found: Found, filters: dict, reference:
                               records[start:start + RESULTS_PER_ROW], strict=False):
             with cell:
                 result_card(service, item, reference, on_more, prefix, found.about, found.judge)
+
+
+def order_help(service: SearchService, item_query: bool) -> str:
+    """How the results are ordered: visual distance, and what re-ranks it in this config."""
+    config, names = service.config, service.config.ui.column_names
+    parts = ["Ordered by visual distance (the number on each card)."]
+    if service.label_columns:
+        columns = " and ".join(md(column_title(c, names)).lower() for c in service.label_columns)
+        whose = ("this product's own" if item_query
+                 else "what the model sees in the query (its prediction)")
+        parts.append(f"Among the {config.label_match.candidates} nearest, products whose "
+                     f"{columns} match {whose} move up.")
+    mode = current_colour(service)
+    if service.colour_weight(mode):
+        parts.append(f"{MODES[mode]}: products of the query's colour move up.")
+    return " ".join(parts)
 
 
 def result_card(service: SearchService, item: dict, reference: dict[str, str],

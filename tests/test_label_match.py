@@ -95,3 +95,31 @@ def test_label_match_needs_a_head(tmp_path):
                                       colour__source="catalog"))
     assert load_config(write_demo_config(tmp_path, label_match__weights={"garment": 0.2})
                        ).label_match.weights == {"garment": 0.2}
+
+
+def test_the_results_say_what_orders_them(demo_env, monkeypatch):
+    """The results' heading explains the order: distance, then what re-ranks it."""
+    import yaml
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_front_end import assert_clean, on_page, use_config
+
+    def heading_help(config_path, item_id) -> str:
+        use_config(config_path, monkeypatch)
+        at = AppTest.from_function(on_page, kwargs={"name": "search"}, default_timeout=60)
+        at.query_params["item"] = item_id  # a shared "More like this" link
+        at.run()
+        assert_clean(at)
+        return next(h.proto.help for h in at.subheader if "similar product" in h.value)
+
+    item_id = str(SearchService.load(demo_env.config).items["id"].iloc[3])
+    plain = heading_help(demo_env.config_path, item_id)
+    assert plain.startswith("Ordered by visual distance") and "garment" not in plain
+    assert "Similar colour: products of the query's colour move up." in plain
+    raw = yaml.safe_load(demo_env.config_path.read_text())
+    raw["label_match"]["weights"] = {"garment": 0.2}
+    steered = demo_env.config_path.with_name("config-label-match.yml")  # same folder, same paths
+    steered.write_text(yaml.safe_dump(raw, sort_keys=False))
+    text = heading_help(steered, item_id)
+    assert "Among the 60 nearest, products whose garment match this product's own move up." \
+        in text
