@@ -17,8 +17,7 @@ from vectorizer.images import ImageError, open_image
 
 log = logging.getLogger(__name__)
 
-QUERY_SOURCES = {"image": "own image, searched as a pasted photo",
-                 "item": "stored vector, searched as 'More like this'"}
+IMAGE_QUERIES = "own image, searched as a pasted photo"
 
 
 def found_rows(service: SearchService, rows: Sequence[int], mode: str | None, k: int,
@@ -55,6 +54,17 @@ def shown_settings(service: SearchService) -> dict:
                             for column in service.label_columns}}
 
 
+def search_scores(service: SearchService, rows: Sequence[int], tasks: Sequence[str], k: int,
+                  mode: str | None = None, queries: str = "image",
+                  alter: Callable[[Image.Image], Image.Image] | None = None) -> dict:
+    """`retrieval_metrics` (mAP@k, P@k per task and class) of the catalog `rows` searched as
+    `found_rows` searches them, the rows' own labels as the truth."""
+    labels = service.items[list(tasks)]
+    found = found_rows(service, rows, mode, k, queries, alter)
+    return retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels, tasks, k,
+                             query_rows=rows)
+
+
 def shown_search_metrics(service: SearchService, *, tasks: Sequence[str], k: int,
                          test_ids: set[str], max_queries: int, seed: int) -> dict:
     """mAP@k and P@k per task of the search as a merchandiser sees it, on the same held-out
@@ -62,13 +72,8 @@ def shown_search_metrics(service: SearchService, *, tasks: Sequence[str], k: int
     items = service.items
     rows, source = evaluation_queries(items["id"], test_ids, max_queries, seed)
     tasks = [task for task in tasks if task in items]
-    found = found_rows(service, rows, None, k)
-    labels = items[tasks]
-    metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
-                                tasks, k, query_rows=rows)
-    return {"k": k, "queries": len(rows), "query_source": f"{source}: {QUERY_SOURCES['image']}",
-            "settings": shown_settings(service),
-            "tasks": metrics}
+    return {"k": k, "queries": len(rows), "query_source": f"{source}: {IMAGE_QUERIES}",
+            "settings": shown_settings(service), "tasks": search_scores(service, rows, tasks, k)}
 
 
 def describe_settings(settings: dict) -> str:

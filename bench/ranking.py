@@ -14,9 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import AppConfig, load_config
-from index_store.evaluate import evaluation_queries, retrieval_metrics
+from index_store.evaluate import evaluation_queries
 from search import SearchService
-from search_quality import found_rows
+from search_quality import search_scores
 
 # name: (colour mode, colour source, label match: "" off, "type" the type column alone, "all"
 # the config's label_match.weights)
@@ -57,15 +57,12 @@ def evaluate(base: SearchService, names: list[str], tasks: list[str], k: int, ma
              queries: str) -> list[dict]:
     items = base.items
     rows, _ = evaluation_queries(items["id"], base.encoder.checkpoint.test_ids, max_queries, 0)
-    labels = items[tasks]
     out = []
     for name in names:
         mode, source, matched = SETTINGS[name]
         service = variant(base, source, label_weights(base.config, matched))
         began = time.perf_counter()
-        found = found_rows(service, list(rows), mode, k, queries)
-        metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
-                                    tasks, k, query_rows=rows)
+        metrics = search_scores(service, rows, tasks, k, mode, queries)
         out.append({"setting": name, **{t: round(metrics[t]["map_at_k"], 4) for t in tasks},
                     "seconds": round(time.perf_counter() - began, 1)})
         print(out[-1], file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from config import AppConfig, load_config
 from index_store.evaluate import retrieval_metrics
 from ingest.catalog import load_catalog
 from search import SearchService
-from search_quality import found_rows
+from search_quality import search_scores
 from vectorizer.dataset import load_all
 from vectorizer.encoder import Encoder
 from vectorizer.images import open_image
@@ -108,15 +108,13 @@ def shown_rows(config: AppConfig, query_ids: list[str], tasks: list[str]) -> lis
     shown = SearchService.load(config)
     rows_of = {item_id: row for row, item_id in enumerate(shown.items["id"].astype(str))}
     rows = [rows_of[item_id] for item_id in query_ids if item_id in rows_of]
-    labels, k = shown.items[tasks], config.evaluation.k
+    k = config.evaluation.k
     out = []
     vector = variant(shown, config.colour.source, {})
     for search, service, mode in (("vector", vector, "any"), ("search as shown", shown, None)):
         for name, alteration in ALTERATIONS.items():
-            found = found_rows(service, rows, mode, k,
-                               alter=partial(alteration, rng=np.random.default_rng(1)))
-            metrics = retrieval_metrics(labels.iloc[rows].reset_index(drop=True), found, labels,
-                                        tasks, k, query_rows=rows)
+            metrics = search_scores(service, rows, tasks, k, mode,
+                                    alter=partial(alteration, rng=np.random.default_rng(1)))
             out.append({"search": search, "alteration": name,
                         **{task: round(metrics[task]["map_at_k"], 4) for task in tasks}})
             print(out[-1], file=sys.stderr, flush=True)
