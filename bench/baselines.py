@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ class ConvAutoencoder(nn.Module):
 
 
 def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, batch_size: int,
-                      seed: int, augmented: bool, lr: float = 2e-3
+                      seed: int, augmented: Sequence[str], lr: float = 2e-3
                       ) -> tuple[ConvAutoencoder, dict]:
     """Reconstruction (MSE) training on the same training rows and epochs as the classifiers."""
     torch.manual_seed(seed)
@@ -96,7 +97,7 @@ def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, 
         bar = tqdm(range(steps), desc=f"autoencoder {epoch + 1}/{epochs}", unit="batch")
         for step in bar:
             batch = images[order[step * batch_size:(step + 1) * batch_size]]
-            batch = augment(batch, generator) if augmented else batch.float()
+            batch = augment(batch, generator, augmented) if augmented else batch.float()
             batch = batch.contiguous(memory_format=torch.channels_last)
             loss = functional.mse_loss(model(batch), batch / 127.5 - 1)
             optimizer.zero_grad(set_to_none=True)

@@ -183,10 +183,13 @@ def main() -> int:
               "split": split.get("strategy"), "training": training_report, "results": results}
     out = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
-    budget = (f" Learned baselines: {epochs} epochs on the same training split and recipe, last "
-              f"epoch kept; the multitask model: {trained_epochs} epochs, best validation epoch "
-              f"kept (epoch {encoder.meta.get('best', {}).get('epoch', '?')})."
-              if args.baselines else "")
+    plan = encoder.meta.get("plan") or {}
+    same_steps = args.baselines and not (args.epochs or args.quick) and plan.get("steps")
+    length = (f"the multitask model's {plan['steps']} optimizer steps ({plan.get('epochs')} "
+              f"epochs)" if same_steps else f"{epochs} epochs")
+    budget = (f" Learned baselines: {length} on the same training split and recipe, last "
+              f"epoch kept; the multitask model: best validation epoch kept (epoch "
+              f"{encoder.meta.get('best', {}).get('epoch', '?')})." if args.baselines else "")
     (out / "embeddings.md").write_text(
         f"Test queries ({len(query_rows)}) against training items ({len(pool_rows)}), exact "
         f"cosine search, split {split.get('strategy')}.{budget}\n\n"

@@ -50,6 +50,9 @@ class ModelConfig(Section):
     num_threads: int = Field(default=0, ge=0, le=256)
 
 
+AUGMENTATIONS = ("flip", "warp", "background", "lighting", "blur")  # vectorizer/augment.py
+
+
 class TaskConfig(Section):
     column: str = Field(min_length=1)
     min_count: int = Field(default=10, ge=1)
@@ -67,10 +70,19 @@ class TrainingConfig(Section):
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     seed: int = 0
-    augment: bool = True
+    augment: list[Literal[AUGMENTATIONS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(AUGMENTATIONS))
     freeze_stages: int = Field(default=0, ge=0, le=32)
     backbone_lr_factor: float = Field(default=1.0, gt=0, le=1)
     variant_strip_columns: list[str] = Field(default_factory=list)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_switch(cls, value: object) -> object:
+        """`true` is every augmentation, `false` none; a list names the ones to use."""
+        if isinstance(value, bool):
+            return list(AUGMENTATIONS) if value else []
+        return value
 
     @model_validator(mode="after")
     def _unique_task_columns(self) -> TrainingConfig:

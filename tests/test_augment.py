@@ -40,3 +40,15 @@ def test_backgrounds_become_varied_surfaces():
     assert torch.equal(swapped[:, :, 20:28, 20:28], images[:, :, 20:28, 20:28])
     fill = background_fill(8, 32, torch.Generator().manual_seed(2))
     assert fill.shape == (8, 3, 32, 32) and fill.std(dim=(2, 3)).mean() > 1
+
+
+def test_only_the_named_augmentations_apply():
+    images = red_squares(64)
+    kept = augment(images, torch.Generator().manual_seed(5), ["background"])
+    product = (slice(None), slice(None), slice(12, 36), slice(12, 36))
+    assert torch.equal(kept[product], images[product].float())  # no warp, lighting or blur
+    corners = kept[:, :, :4, :4].mean(dim=(2, 3))
+    assert 15 < int((corners < 235).any(dim=1).sum()) < 60  # about 60 % of backgrounds swapped
+    assert torch.equal(augment(images, torch.Generator().manual_seed(5), []), images.float())
+    moved = augment(images, torch.Generator().manual_seed(5), ["warp"])
+    assert not torch.equal(moved[product], images[product].float())

@@ -72,6 +72,16 @@ def test_errors_name_the_key(tmp_path, changes, expected):
     assert expected in error_for(tmp_path, changes)
 
 
+def test_augment_is_a_switch_or_a_list_of_named_augmentations(tmp_path):
+    every = ["flip", "warp", "background", "lighting", "blur"]
+    assert load_config(write_config(tmp_path, {"training.augment": True})).training.augment == every
+    assert load_config(write_config(tmp_path, {"training.augment": False})).training.augment == []
+    chosen = load_config(write_config(tmp_path, {"training.augment": ["flip", "background"]}))
+    assert chosen.training.augment == ["flip", "background"]
+    message = error_for(tmp_path, {"training.augment": ["flip", "colour"]})
+    assert "training.augment.1: must be one of" in message and "'colour'" in message
+
+
 def test_unknown_top_level_section(tmp_path):
     path = write_config(tmp_path, {})
     path.write_text(path.read_text() + "\nsurprise: 1\n")

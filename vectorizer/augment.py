@@ -7,19 +7,33 @@ brightness, contrast and sharpness.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as functional
 
+from config.schema import AUGMENTATIONS
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [n, 3, s, s] in, float in 0..255 out, as the model expects."""
+
+def augment(images: torch.Tensor, generator: torch.Generator,
+            parts: Sequence[str] = AUGMENTATIONS) -> torch.Tensor:
+    """uint8 [n, 3, s, s] in, float in 0..255 out, as the model expects; `parts` names the
+    augmentations to apply (`training.augment`), always in this order."""
+    unknown = set(parts) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"unknown augmentations {sorted(unknown)}; known: {AUGMENTATIONS}")
     batch = images.float()
-    batch = random_flip(batch, generator)
-    batch = random_warp(batch, generator)
-    batch = swap_background(batch, generator, probability=0.6)
-    batch = random_lighting(batch, generator)
-    return random_blur(batch, generator, probability=0.2).clamp_(0, 255)
+    if "flip" in parts:
+        batch = random_flip(batch, generator)
+    if "warp" in parts:
+        batch = random_warp(batch, generator)
+    if "background" in parts:
+        batch = swap_background(batch, generator, probability=0.6)
+    if "lighting" in parts:
+        batch = random_lighting(batch, generator)
+    if "blur" in parts:
+        batch = random_blur(batch, generator, probability=0.2)
+    return batch.clamp_(0, 255)
 
 
 def _uniform(shape: int | tuple, low: float, high: float,
