@@ -161,10 +161,10 @@ def main() -> int:
     trained_epochs = len(encoder.meta.get("history") or []) or encoder.meta["training"]["epochs"]
     epochs = args.epochs or (1 if args.quick else int(trained_epochs))
     learned, training_report = {}, None
+    same_steps = not (args.epochs or args.quick)  # the baselines take the model's own steps
     if args.baselines:
         learned, training_report, images = learned_baselines(
-            config, items, encoder, epochs, rows, args.autoencoder,
-            same_steps=not (args.epochs or args.quick))
+            config, items, encoder, epochs, rows, args.autoencoder, same_steps=same_steps)
     else:
         images, _ = load_all(subset["image_ref"].tolist(), encoder.preprocess, batch_size=256,
                              workers=config.model.num_workers,
@@ -184,9 +184,8 @@ def main() -> int:
     out = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     plan = encoder.meta.get("plan") or {}
-    same_steps = args.baselines and not (args.epochs or args.quick) and plan.get("steps")
     length = (f"the multitask model's {plan['steps']} optimizer steps ({plan.get('epochs')} "
-              f"epochs)" if same_steps else f"{epochs} epochs")
+              f"epochs)" if same_steps and plan.get("steps") else f"{epochs} epochs")
     budget = (f" Learned baselines: {length} on the same training split and recipe, last "
               f"epoch kept; the multitask model: best validation epoch kept (epoch "
               f"{encoder.meta.get('best', {}).get('epoch', '?')})." if args.baselines else "")
