@@ -79,7 +79,8 @@ class ConvAutoencoder(nn.Module):
 
 
 def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, batch_size: int,
-                      seed: int, augmented: Sequence[str], lr: float = 2e-3
+                      seed: int, augmented: Sequence[str], warp_share: float = 1.0,
+                      lr: float = 2e-3
                       ) -> tuple[ConvAutoencoder, dict]:
     """Reconstruction (MSE) training on the same training rows and epochs as the classifiers."""
     torch.manual_seed(seed)
@@ -97,7 +98,8 @@ def train_autoencoder(images: torch.Tensor, rows: torch.Tensor, *, epochs: int, 
         bar = tqdm(range(steps), desc=f"autoencoder {epoch + 1}/{epochs}", unit="batch")
         for step in bar:
             batch = images[order[step * batch_size:(step + 1) * batch_size]]
-            batch = augment(batch, generator, augmented) if augmented else batch.float()
+            batch = (augment(batch, generator, augmented, warp_share) if augmented
+                     else batch.float())
             batch = batch.contiguous(memory_format=torch.channels_last)
             loss = functional.mse_loss(model(batch), batch / 127.5 - 1)
             optimizer.zero_grad(set_to_none=True)

@@ -112,7 +112,7 @@ def learned_baselines(config, items, encoder: Encoder, epochs: int, subset_rows:
         model, report["autoencoder"] = train_autoencoder(
             trainer.images, trainer.train_rows, epochs=epochs,
             batch_size=config.model.batch_size, seed=config.training.seed,
-            augmented=config.training.augment)
+            augmented=config.training.augment, warp_share=config.training.warp_share)
         vectors["conv autoencoder bottleneck"] = autoencoder_vectors(model, images)
     return vectors, report, images
 

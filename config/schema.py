@@ -72,6 +72,7 @@ class TrainingConfig(Section):
     seed: int = 0
     augment: list[Literal[AUGMENTATIONS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(AUGMENTATIONS))
+    warp_share: float = Field(default=1.0, gt=0, le=1)  # share of the images the warp moves
     freeze_stages: int = Field(default=0, ge=0, le=32)
     backbone_lr_factor: float = Field(default=1.0, gt=0, le=1)
     variant_strip_columns: list[str] = Field(default_factory=list)

@@ -52,3 +52,13 @@ def test_only_the_named_augmentations_apply():
     assert torch.equal(augment(images, torch.Generator().manual_seed(5), []), images.float())
     moved = augment(images, torch.Generator().manual_seed(5), ["warp"])
     assert not torch.equal(moved[product], images[product].float())
+
+
+def test_the_warp_moves_only_its_share_of_the_images():
+    images = red_squares(200)
+    product = (slice(None), slice(None), slice(12, 36), slice(12, 36))
+    moved = augment(images, torch.Generator().manual_seed(6), ["warp"], warp_share=0.3)
+    changed = (moved[product] != images[product].float()).flatten(1).any(dim=1)
+    assert 35 < int(changed.sum()) < 85  # about 30 % of 200
+    everything = augment(images, torch.Generator().manual_seed(6), ["warp"])
+    assert (everything[product] != images[product].float()).flatten(1).any(dim=1).all()

@@ -82,6 +82,14 @@ def test_augment_is_a_switch_or_a_list_of_named_augmentations(tmp_path):
     assert "training.augment.1: must be one of" in message and "'colour'" in message
 
 
+def test_warp_share_is_a_share_of_the_images(tmp_path):
+    assert load_config(write_config(tmp_path, {})).training.warp_share == 1.0
+    assert load_config(write_config(tmp_path, {"training.warp_share": 0.3})).training.warp_share \
+        == 0.3
+    assert "training.warp_share" in error_for(tmp_path, {"training.warp_share": 0})
+    assert "training.warp_share" in error_for(tmp_path, {"training.warp_share": 1.5})
+
+
 def test_unknown_top_level_section(tmp_path):
     path = write_config(tmp_path, {})
     path.write_text(path.read_text() + "\nsurprise: 1\n")

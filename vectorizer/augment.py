@@ -16,9 +16,10 @@ from config.schema import AUGMENTATIONS
 
 
 def augment(images: torch.Tensor, generator: torch.Generator,
-            parts: Sequence[str] = AUGMENTATIONS) -> torch.Tensor:
+            parts: Sequence[str] = AUGMENTATIONS, warp_share: float = 1.0) -> torch.Tensor:
     """uint8 [n, 3, s, s] in, float in 0..255 out, as the model expects; `parts` names the
-    augmentations to apply (`training.augment`), always in this order."""
+    augmentations to apply (`training.augment`), always in this order; the warp moves a
+    `warp_share` of the images (`training.warp_share`)."""
     unknown = set(parts) - set(AUGMENTATIONS)
     if unknown:
         raise ValueError(f"unknown augmentations {sorted(unknown)}; known: {AUGMENTATIONS}")
@@ -26,7 +27,7 @@ def augment(images: torch.Tensor, generator: torch.Generator,
     if "flip" in parts:
         batch = random_flip(batch, generator)
     if "warp" in parts:
-        batch = random_warp(batch, generator)
+        batch = random_warp(batch, generator, warp_share)
     if "background" in parts:
         batch = swap_background(batch, generator, probability=0.6)
     if "lighting" in parts:
@@ -48,12 +49,19 @@ def random_flip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return batch
 
 
-def random_warp(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Zoom 0.7-1.3, shift up to 10 %, rotate up to 12 degrees, and a mild perspective tilt.
+def random_warp(batch: torch.Tensor, generator: torch.Generator,
+                share: float = 1.0) -> torch.Tensor:
+    """Zoom 0.7-1.3, shift up to 10 %, rotate up to 12 degrees, and a mild perspective tilt,
+    on a `share` of the images (all when 1).
 
     Zooming in crops the product's edges, zooming out leaves it small in the frame, as in a
     photo; the borders that appear are white, so the background swap fills them too.
     """
+    if share < 1:
+        chosen = torch.rand(batch.shape[0], generator=generator) < share
+        if chosen.any():
+            batch[chosen] = random_warp(batch[chosen], generator)
+        return batch
     count, _, height, width = batch.shape
     angle = _uniform(count, -math.radians(12), math.radians(12), generator)
     scale = 1.0 / _uniform(count, 0.7, 1.3, generator)

@@ -155,7 +155,8 @@ class Trainer:
         """One optimizer step on the (augmented) images of `rows`; returns the loss."""
         images = self.images[rows]
         if self.config.training.augment:
-            images = augment(images, generator, self.config.training.augment)
+            images = augment(images, generator, self.config.training.augment,
+                             self.config.training.warp_share)
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             loss = self.loss(model(images), self.targets[rows].to(self.device))
