@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.test_catalog import REAL_DATA
 from vectorizer.images import ImageError, open_image
-from vectorizer.pixels import decode, files_to_pixels, jpeg_frame
+from vectorizer.pixels import decode, decode_all, files_to_pixels, jpeg_frame
 from vectorizer.preprocess import Preprocess, uniform_border, uniform_borders
 
 MAX_PIXELS = 10**7
@@ -111,6 +111,23 @@ def test_plain_jpegs_take_libjpeg_and_the_rest_pillow(tmp_path):
         assert isinstance(decode(files[name], MAX_PIXELS), Image.Image), name
     with pytest.raises(ImageError, match="too large"):  # checked before anything is decoded
         decode(files["size700x520.jpg"], 700 * 520 - 1)
+
+
+def test_one_broken_jpeg_among_many_costs_only_itself(tmp_path):
+    """libjpeg decodes a batch's plain JPEGs in one call; a corrupt one in the middle gets its
+    reason and the rest their pixels, in order."""
+    files = {name: path for path in varied_files(tmp_path)
+             for name in [path.rsplit("/", 1)[1]]}
+    names = ["shot0.jpg", "truncated.jpg", "grey.jpg", "missing.jpg", "cmyk.jpg", "exif6.jpg"]
+    decoded = decode_all([files[name] for name in names], MAX_PIXELS)
+    assert [type(image).__name__ for image in decoded] == [
+        "Tensor", "ImageError", "Tensor", "ImageError", "Image", "Tensor"]
+    for name, image in zip(names, decoded, strict=True):
+        if isinstance(image, torch.Tensor):
+            assert torch.equal(image, decode(files[name], MAX_PIXELS)), name
+    assert "not found" in str(decoded[3])
+    with pytest.raises(ImageError):
+        decode(files["truncated.jpg"], MAX_PIXELS)
 
 
 def test_the_jpeg_frame_is_read_from_the_header():

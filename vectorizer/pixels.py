@@ -30,15 +30,54 @@ GROUP = 128  # images per stacked border search or resize
 def decode(source: Source, max_pixels: int) -> torch.Tensor | Image.Image:
     """A plain JPEG as uint8 [3, h, w]; any other image as open_image gives it (an RGB
     image); an ImageError with the reason when it is not a usable image."""
-    data = read_source(source)
-    frame = jpeg_frame(data)
-    if frame is not None and frame.plain and frame.pixels <= pixel_limit(max_pixels):
+    image = decode_all([source], max_pixels)[0]
+    if isinstance(image, ImageError):
+        raise image
+    return image
+
+
+def decode_all(sources: list[Source], max_pixels: int
+               ) -> list[torch.Tensor | Image.Image | ImageError]:
+    """`decode` for many sources, the error in place of the image for an unusable one.
+
+    The plain JPEGs go to libjpeg in one call (its Python wrapper costs as much per call as a
+    60x80 shot's decoding); when one of them is truncated or corrupt, each is decoded alone
+    and that one takes open_image's path, which names the reason."""
+    decoded: list[torch.Tensor | Image.Image | ImageError | None] = [None] * len(sources)
+    blobs: dict[int, bytes] = {}
+    for row, source in enumerate(sources):
         try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                               mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        except RuntimeError:  # truncated or corrupt: open_image names the reason
-            pass
-    return open_image(data, max_pixels)
+            blobs[row] = read_source(source)
+        except ImageError as error:
+            decoded[row] = error
+    plain = [row for row, data in blobs.items() if is_plain_jpeg(data, max_pixels)]
+    for row, pixels in zip(plain, libjpeg([blobs[row] for row in plain]), strict=True):
+        decoded[row] = pixels
+    for row, data in blobs.items():
+        if decoded[row] is None:
+            try:
+                decoded[row] = open_image(data, max_pixels)
+            except ImageError as error:
+                decoded[row] = error
+    return decoded
+
+
+def is_plain_jpeg(data: bytes, max_pixels: int) -> bool:
+    frame = jpeg_frame(data)
+    return frame is not None and frame.plain and frame.pixels <= pixel_limit(max_pixels)
+
+
+def libjpeg(blobs: list[bytes]) -> list[torch.Tensor | None]:
+    """Each JPEG as uint8 [3, h, w] (EXIF orientation applied), None for one libjpeg refuses."""
+    if not blobs:
+        return []
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in blobs]
+    try:
+        return decode_jpeg(tensors, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError:  # one is truncated or corrupt: find which
+        if len(blobs) == 1:
+            return [None]
+        return [libjpeg([data])[0] for data in blobs]
 
 
 def pixel_limit(max_pixels: int) -> int:
@@ -103,11 +142,9 @@ def files_to_pixels(paths: list[str], preprocess: Preprocess, max_pixels: int
     pixels = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     reasons = [""] * len(paths)
     plain: dict[int, np.ndarray] = {}  # row -> decoded [h, w, 3] that the batch path frames
-    for row, path in enumerate(paths):
-        try:
-            image = decode(path, max_pixels)
-        except ImageError as error:
-            reasons[row] = str(error)
+    for row, image in enumerate(decode_all(paths, max_pixels)):
+        if isinstance(image, ImageError):
+            reasons[row] = str(image)
             continue
         if isinstance(image, torch.Tensor) and batch_framable(image):
             plain[row] = image.permute(1, 2, 0).numpy()  # libjpeg's own layout: no copy
