@@ -114,17 +114,21 @@ def test_plain_jpegs_take_libjpeg_and_the_rest_pillow(tmp_path):
 
 
 def test_one_broken_jpeg_among_many_costs_only_itself(tmp_path):
-    """libjpeg decodes a batch's plain JPEGs in one call; a corrupt one in the middle gets its
-    reason and the rest their pixels, in order."""
+    """libjpeg decodes a batch's small plain JPEGs in one call; a corrupt one among them gets
+    its reason and the rest their pixels. Larger images are decoded as they are reached, before
+    the small ones, so that a batch of phone photos is never in memory at once."""
     files = {name: path for path in varied_files(tmp_path)
              for name in [path.rsplit("/", 1)[1]]}
-    names = ["shot0.jpg", "truncated.jpg", "grey.jpg", "missing.jpg", "cmyk.jpg", "exif6.jpg"]
-    decoded = decode_all([files[name] for name in names], MAX_PIXELS)
-    assert [type(image).__name__ for image in decoded] == [
-        "Tensor", "ImageError", "Tensor", "ImageError", "Image", "Tensor"]
-    for name, image in zip(names, decoded, strict=True):
-        if isinstance(image, torch.Tensor):
-            assert torch.equal(image, decode(files[name], MAX_PIXELS)), name
+    names = ["shot0.jpg", "truncated.jpg", "grey.jpg", "missing.jpg", "cmyk.jpg", "exif6.jpg",
+             "size700x520.jpg"]
+    pairs = list(decode_all([files[name] for name in names], MAX_PIXELS))
+    assert [position for position, _ in pairs][:3] == [3, 4, 6]  # missing, Pillow's, large
+    decoded = dict(pairs)
+    assert [type(decoded[position]).__name__ for position in range(len(names))] == [
+        "Tensor", "ImageError", "Tensor", "ImageError", "Image", "Tensor", "Tensor"]
+    for position, name in enumerate(names):
+        if isinstance(decoded[position], torch.Tensor):
+            assert torch.equal(decoded[position], decode(files[name], MAX_PIXELS)), name
     assert "not found" in str(decoded[3])
     with pytest.raises(ImageError):
         decode(files["truncated.jpg"], MAX_PIXELS)

@@ -30,41 +30,47 @@ GROUP = 128  # images per stacked border search or resize
 def decode(source: Source, max_pixels: int) -> torch.Tensor | Image.Image:
     """A plain JPEG as uint8 [3, h, w]; any other image as open_image gives it (an RGB
     image); an ImageError with the reason when it is not a usable image."""
-    image = decode_all([source], max_pixels)[0]
+    [(_, image)] = decode_all([source], max_pixels)
     if isinstance(image, ImageError):
         raise image
     return image
 
 
 def decode_all(sources: list[Source], max_pixels: int
-               ) -> list[torch.Tensor | Image.Image | ImageError]:
-    """`decode` for many sources, the error in place of the image for an unusable one.
+               ) -> Iterator[tuple[int, torch.Tensor | Image.Image | ImageError]]:
+    """(position, what `decode` gives) for each source, the error in place of the image for an
+    unusable one; not in order.
 
-    The plain JPEGs go to libjpeg in one call (its Python wrapper costs as much per call as a
-    60x80 shot's decoding); when one of them is truncated or corrupt, each is decoded alone
-    and that one takes open_image's path, which names the reason."""
-    decoded: list[torch.Tensor | Image.Image | ImageError | None] = [None] * len(sources)
-    blobs: dict[int, bytes] = {}
-    for row, source in enumerate(sources):
+    Small plain JPEGs (a catalog shot) go to libjpeg together at the end, in one call: its
+    Python wrapper costs as much per call as decoding a 60x80 shot. Every other image is
+    decoded as it is reached, so that a batch of phone photos is never in memory at once."""
+    small: list[tuple[int, bytes]] = []
+    for position, source in enumerate(sources):
         try:
-            blobs[row] = read_source(source)
+            data = read_source(source)
         except ImageError as error:
-            decoded[row] = error
-    plain = [row for row, data in blobs.items() if is_plain_jpeg(data, max_pixels)]
-    for row, pixels in zip(plain, libjpeg([blobs[row] for row in plain]), strict=True):
-        decoded[row] = pixels
-    for row, data in blobs.items():
-        if decoded[row] is None:
-            try:
-                decoded[row] = open_image(data, max_pixels)
-            except ImageError as error:
-                decoded[row] = error
-    return decoded
+            yield position, error
+            continue
+        frame = jpeg_frame(data)
+        if frame is not None and frame.plain and frame.pixels <= pixel_limit(max_pixels):
+            if max(frame.width, frame.height) <= BORDER_WORK_SIDE:
+                small.append((position, data))
+                continue
+            [pixels] = libjpeg([data])
+            yield position, pixels if pixels is not None else _opened(data, max_pixels)
+            continue
+        yield position, _opened(data, max_pixels)
+    decoded = libjpeg([data for _, data in small])
+    for (position, data), pixels in zip(small, decoded, strict=True):
+        yield position, pixels if pixels is not None else _opened(data, max_pixels)
 
 
-def is_plain_jpeg(data: bytes, max_pixels: int) -> bool:
-    frame = jpeg_frame(data)
-    return frame is not None and frame.plain and frame.pixels <= pixel_limit(max_pixels)
+def _opened(data: bytes, max_pixels: int) -> Image.Image | ImageError:
+    """open_image's image, or its error (it names the reason: truncated, not an image, ...)."""
+    try:
+        return open_image(data, max_pixels)
+    except ImageError as error:
+        return error
 
 
 def libjpeg(blobs: list[bytes]) -> list[torch.Tensor | None]:
@@ -142,7 +148,7 @@ def files_to_pixels(paths: list[str], preprocess: Preprocess, max_pixels: int
     pixels = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
     reasons = [""] * len(paths)
     plain: dict[int, np.ndarray] = {}  # row -> decoded [h, w, 3] that the batch path frames
-    for row, image in enumerate(decode_all(paths, max_pixels)):
+    for row, image in decode_all(paths, max_pixels):
         if isinstance(image, ImageError):
             reasons[row] = str(image)
             continue
