@@ -52,16 +52,20 @@ def decode_all(sources: list[Source], max_pixels: int
             yield position, error
             continue
         frame = jpeg_frame(data)
-        if frame is not None and frame.plain and frame.pixels <= pixel_limit(max_pixels):
-            if max(frame.width, frame.height) <= BORDER_WORK_SIDE:
-                small.append((position, data))
-                continue
-            [pixels] = libjpeg([data])
-            yield position, pixels if pixels is not None else _opened(data, max_pixels)
-            continue
-        yield position, _opened(data, max_pixels)
-    decoded = libjpeg([data for _, data in small])
-    for (position, data), pixels in zip(small, decoded, strict=True):
+        if frame is None or not frame.plain or frame.pixels > pixel_limit(max_pixels):
+            yield position, _opened(data, max_pixels)
+        elif max(frame.width, frame.height) <= BORDER_WORK_SIDE:
+            small.append((position, data))
+        else:
+            yield from _jpegs([(position, data)], max_pixels)
+    yield from _jpegs(small, max_pixels)
+
+
+def _jpegs(jpegs: list[tuple[int, bytes]], max_pixels: int
+           ) -> Iterator[tuple[int, torch.Tensor | Image.Image | ImageError]]:
+    """(position, pixels) from one libjpeg call; a file libjpeg refuses takes open_image's path."""
+    decoded = libjpeg([data for _, data in jpegs])
+    for (position, data), pixels in zip(jpegs, decoded, strict=True):
         yield position, pixels if pixels is not None else _opened(data, max_pixels)
 
 
