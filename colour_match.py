@@ -5,14 +5,15 @@ Hellinger distance (0 = same, 1 = nothing in common) between two colour distribu
 model's colour head output (`source: head`) or a colour histogram of the product's pixels
 (`source: histogram`). Catalog products' head distributions are stored with the index at build
 time (`index_store.colours`); histograms, and head distributions of an index built without
-them, are computed from the image files the first time a product is a candidate, and kept for
-the life of the service.
+them, are computed from the image files the first time a product is a candidate; the most
+recently used `ItemColours.max_rows` of them are kept (a Milvus catalog may be larger than memory).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -75,10 +76,10 @@ class ItemColours:
     stored beforehand (`ItemColours.stored`)."""
 
     def __init__(self, features: Features, image_files: Sequence[object], max_pixels: int,
-                 batch_size: int = 128) -> None:
+                 batch_size: int = 128, max_rows: int = 200_000) -> None:
         self.features, self.image_files = features, list(image_files)
-        self.max_pixels, self.batch_size = max_pixels, batch_size
-        self._known: dict[int, np.ndarray | None] = {}  # None: the image cannot be read
+        self.max_pixels, self.batch_size, self.max_rows = max_pixels, batch_size, max_rows
+        self._known: OrderedDict[int, np.ndarray | None] = OrderedDict()  # None: unreadable
         self._lock = threading.Lock()
         self._stored: np.ndarray | None = None
 
@@ -98,19 +99,22 @@ class ItemColours:
         rows = [int(row) for row in rows]
         file_of = dict(zip(rows, files, strict=True)) if files is not None else None
         with self._lock:
-            missing = [row for row in dict.fromkeys(rows) if row not in self._known]
+            found = {row: self._known[row] for row in dict.fromkeys(rows) if row in self._known}
+            for row in found:
+                self._known.move_to_end(row)
+        missing = [row for row in dict.fromkeys(rows) if row not in found]
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start:start + self.batch_size]
-            self._compute(batch, [file_of[row] if file_of else self.image_files[row]
-                                  for row in batch])
-        with self._lock:
-            values = [self._known[row] for row in rows]
+            found.update(self._compute(batch, [file_of[row] if file_of else self.image_files[row]
+                                               for row in batch]))
+        values = [found[row] for row in rows]
         width = max((len(v) for v in values if v is not None), default=1)
         nan = np.full(width, np.nan, np.float32)
         return np.stack([nan if v is None else v for v in values]) if values else \
             np.zeros((0, width), np.float32)
 
-    def _compute(self, rows: list[int], files: list[object]) -> None:
+    def _compute(self, rows: list[int], files: list[object]) -> dict[int, np.ndarray | None]:
+        """The rows' distributions (None where the image cannot be read), remembered."""
         images, readable = [], []
         for row, file in zip(rows, files, strict=True):
             try:
@@ -118,10 +122,13 @@ class ItemColours:
                 readable.append(row)
             except ImageError as error:
                 log.info("no colour for catalog row %d: %s", row, error)
-        values = list(self.features(images)) if images else []
+        computed: dict[int, np.ndarray | None] = dict.fromkeys(rows)
+        computed.update(zip(readable, list(self.features(images)) if images else [], strict=True))
         with self._lock:
-            self._known.update((row, None) for row in rows)
-            self._known.update(zip(readable, values, strict=True))
+            self._known.update(computed)
+            while len(self._known) > self.max_rows:  # least recently used first
+                self._known.popitem(last=False)
+        return computed
 
 
 def rerank(results: pd.DataFrame, terms: dict[str, tuple[np.ndarray, float]]) -> pd.DataFrame:

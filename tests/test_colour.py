@@ -84,6 +84,27 @@ def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
     assert calls == [2]
 
 
+def test_item_colours_keep_only_the_most_recently_used_rows(tmp_path):
+    files = []
+    for n, colour in enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200)]):
+        files.append(tmp_path / f"{n}.png")
+        product(colour).save(files[-1])
+    computed = []
+
+    def features(images):
+        computed.append(len(images))
+        return np.stack([colour_histogram(image) for image in images])
+
+    colours = ItemColours(features, files, 10**7, max_rows=2)
+    first = colours.of_rows([0, 1])
+    colours.of_rows([0])           # row 0 is now the most recently used
+    third = colours.of_rows([2])   # row 1 makes room for it
+    assert computed == [2, 1]
+    again = colours.of_rows([0, 2])
+    assert computed == [2, 1] and np.allclose(again, np.stack([first[0], third[0]]))
+    assert np.allclose(colours.of_rows([1]), first[1:2]) and computed == [2, 1, 1]
+
+
 @pytest.mark.parametrize("queries", ["item", "image"])
 def test_same_colour_ranks_more_products_of_the_query_colour_first(demo_env, queries):
     from bench.ranking import evaluate
