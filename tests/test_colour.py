@@ -65,18 +65,27 @@ def test_rerank_adds_up_its_terms():
     assert both.set_index("id")["type_distance"].to_dict() == {"a": 0.5, "b": 0.0, "c": 0.0}
 
 
-def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
+def product_files(folder, colours) -> list:
+    """One saved product image per colour."""
     files = []
-    for n, colour in enumerate([(200, 20, 20), (20, 20, 200)]):
-        files.append(tmp_path / f"{n}.png")
+    for n, colour in enumerate(colours):
+        files.append(folder / f"{n}.png")
         product(colour).save(files[-1])
-    calls = []
+    return files
 
+
+def counted_histograms(calls: list):
+    """Histogram features that record how many images each call computed."""
     def features(images):
         calls.append(len(images))
         return np.stack([colour_histogram(image) for image in images])
+    return features
 
-    colours = ItemColours(features, [*files, tmp_path / "missing.png"], 10**7)
+
+def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
+    files = product_files(tmp_path, [(200, 20, 20), (20, 20, 200)])
+    calls = []
+    colours = ItemColours(counted_histograms(calls), [*files, tmp_path / "missing.png"], 10**7)
     first = colours.of_rows([0, 2, 1, 0])
     assert np.isnan(first[1]).all() and np.allclose(first[0], first[3])
     assert hellinger(first[0], first[2:3])[0] == pytest.approx(1.0)
@@ -85,17 +94,9 @@ def test_item_colours_are_computed_once_and_unreadable_images_are_nan(tmp_path):
 
 
 def test_item_colours_keep_only_the_most_recently_used_rows(tmp_path):
-    files = []
-    for n, colour in enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200)]):
-        files.append(tmp_path / f"{n}.png")
-        product(colour).save(files[-1])
+    files = product_files(tmp_path, [(200, 20, 20), (20, 200, 20), (20, 20, 200)])
     computed = []
-
-    def features(images):
-        computed.append(len(images))
-        return np.stack([colour_histogram(image) for image in images])
-
-    colours = ItemColours(features, files, 10**7, max_rows=2)
+    colours = ItemColours(counted_histograms(computed), files, 10**7, max_rows=2)
     first = colours.of_rows([0, 1])
     colours.of_rows([0])           # row 0 is now the most recently used
     third = colours.of_rows([2])   # row 1 makes room for it
