@@ -42,6 +42,7 @@ class CheckpointMeta(Record):
     backbone: str
     preprocess: dict[str, Any]
     embedding_dim: int
+    neck_hidden: int = 0  # an MLP neck's hidden width; 0 (and older checkpoints): one linear layer
     head_type: str
     head_scale: float = 16.0  # checkpoints before the key was added were trained with 16
     layer_to_get_input: str
@@ -50,6 +51,7 @@ class CheckpointMeta(Record):
     catalog_checksum: str = ""
     pretrained_weights: str | None = None
     vector_mean: list[float] | None = None
+    vector_scale: list[float] | None = None  # per dimension, after centring (vectorizer.neck)
     vector_dim: int | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
 

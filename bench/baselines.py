@@ -18,6 +18,7 @@ from vectorizer.augment import augment
 from vectorizer.budget import Plan
 from vectorizer.encoder import Encoder
 from vectorizer.model import build_backbone
+from vectorizer.neck import refit_neck, search_scale
 from vectorizer.pretrained import load_into, normalisation
 from vectorizer.train import Trainer
 
@@ -34,7 +35,8 @@ def single_task_config(config: AppConfig, task: str) -> AppConfig:
 def train_single_task(config: AppConfig, items, task: str, epochs: int,
                       steps: int | None = None) -> tuple[Trainer, dict]:
     """Train the backbone on `task` alone with the multitask recipe for `steps` optimizer steps
-    (default: `epochs` whole epochs); the last epoch is kept."""
+    (default: `epochs` whole epochs), then fit a two-path neck's MLP half as the recipe does;
+    the last epoch is kept."""
     trainer = Trainer(single_task_config(config, task), items, epochs, progress=True)
     trainer.schedule(Plan(steps or trainer.plan.steps, trainer.steps_per_epoch))
     began, history = time.perf_counter(), []
@@ -43,11 +45,16 @@ def train_single_task(config: AppConfig, items, task: str, epochs: int,
         scores = trainer.validate()
         history.append({"epoch": epoch + 1, "loss": loss, "val": scores})
         log.info("single-task epoch %d: loss %.3f, val %s", epoch + 1, loss, scores)
+    if config.model.neck_hidden:
+        history.append({"neck": refit_neck(trainer)})
     return trainer, {"seconds": round(time.perf_counter() - began, 1), "history": history}
 
 
 def single_task_encoder(trainer: Trainer) -> Encoder:
-    return Encoder(trainer.model, trainer.meta([]), "", "fp32")
+    meta = trainer.meta([])
+    if trainer.config.model.neck_hidden:  # the halves weighted for search, as `train` saves them
+        meta["vector_scale"] = search_scale(trainer.config.model.embedding_dim)
+    return Encoder(trainer.model, meta, "", "fp32")
 
 
 class ConvAutoencoder(nn.Module):

@@ -42,12 +42,19 @@ class ModelConfig(Section):
     trim_border: bool = False
     batch_size: int = Field(default=128, ge=1, le=4096)
     embedding_dim: int = Field(default=0, ge=0, le=8192)
+    neck_hidden: int = Field(default=0, ge=0, le=16384)  # >0: a two-path neck, this MLP width
     head_type: Literal["linear", "cosine"] = "cosine"
     head_scale: float = Field(default=16.0, gt=0, le=100)  # cosine heads: logits = scale x cosine
     pretrained_weights: str | None = None
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     num_workers: int = Field(default=2, ge=0, le=64)
     num_threads: int = Field(default=0, ge=0, le=256)
+
+    @model_validator(mode="after")
+    def _neck_needs_embedding(self) -> ModelConfig:
+        if self.neck_hidden and not self.embedding_dim:
+            raise ValueError("neck_hidden needs embedding_dim > 0 (the MLP's output width)")
+        return self
 
 
 AUGMENTATIONS = ("flip", "warp", "background", "lighting", "blur")  # vectorizer/augment.py
@@ -57,6 +64,7 @@ class TaskConfig(Section):
     column: str = Field(min_length=1)
     min_count: int = Field(default=10, ge=1)
     weight: float = Field(default=1.0, gt=0)
+    neck_weight: float | None = Field(default=None, gt=0)  # in the neck's fit; None: `weight`
     rare: Literal["merge", "drop"] = "merge"
 
 
@@ -75,6 +83,7 @@ class TrainingConfig(Section):
     warp_share: float = Field(default=1.0, gt=0, le=1)  # share of the images the warp moves
     freeze_stages: int = Field(default=0, ge=0, le=32)
     backbone_lr_factor: float = Field(default=1.0, gt=0, le=1)
+    neck_epochs: int = Field(default=0, ge=0, le=1000)  # fit its MLP half on frozen features
     variant_strip_columns: list[str] = Field(default_factory=list)
 
     @field_validator("augment", mode="before")
@@ -259,6 +268,17 @@ class AppConfig(Section):
     label_match: LabelMatchConfig = Field(default_factory=LabelMatchConfig)
     judgments: JudgmentsConfig = Field(default_factory=JudgmentsConfig)
     config_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _neck_fitted(self) -> AppConfig:
+        """A two-path neck's MLP half is fitted after the epochs: both keys or neither."""
+        if self.model.neck_hidden and not self.training.neck_epochs:
+            raise ValueError("model.neck_hidden needs training.neck_epochs > 0 (the epochs that "
+                             "fit its MLP half on the backbone's features)")
+        if self.training.neck_epochs and not self.model.neck_hidden:
+            raise ValueError("training.neck_epochs needs model.neck_hidden > 0 (the width of "
+                             "the MLP half it fits)")
+        return self
 
     @model_validator(mode="after")
     def _columns_consistent(self) -> AppConfig:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from vectorizer.neck import neck_seconds
+
 log = logging.getLogger(__name__)
 SAFETY = 0.95          # plan to end this share of the way into the time left
 WARMUP_STEPS = 2       # the first steps build kernels and buffers: not timed
@@ -59,10 +61,12 @@ class BudgetError(ValueError):
 
 
 def fit_steps(max_steps: int, steps_per_epoch: int, seconds_left: float, costs: Costs,
-              val_images: int, mean_images: int) -> int:
-    """The most steps (at most `max_steps`) whose training, per-epoch validation and final
-    centring pass end within `seconds_left` (times SAFETY)."""
-    available = seconds_left * SAFETY - FINAL_SECONDS - mean_images * costs.per_image
+              val_images: int, mean_images: int, after: float = 0.0) -> int:
+    """The most steps (at most `max_steps`) whose training, per-epoch validation, the work
+    `after` the epochs (seconds: the neck's fit) and the final centring pass end within
+    `seconds_left` (times SAFETY)."""
+    available = (seconds_left * SAFETY - FINAL_SECONDS - mean_images * costs.per_image
+                 - after)
     validation = val_images * costs.per_image
     steps = 0
     for epoch in range(math.ceil(max_steps / steps_per_epoch)):
@@ -107,19 +111,22 @@ def plan_run(trainer, deadline: float | None) -> Plan:
         return Plan(epochs * steps_per_epoch, steps_per_epoch)
     with torch.random.fork_rng(devices=[]):  # dropout in the copy must not move the run's RNG
         costs = measure_costs(trainer)
+        trainer.after_epochs = neck_seconds(trainer, costs.per_image)
     seconds_left = deadline - time.monotonic()
     steps = fit_steps(epochs * steps_per_epoch, steps_per_epoch, seconds_left, costs,
                       val_images=len(trainer.val_rows),
-                      mean_images=min(trainer.mean_sample, len(trainer.train_rows)))
+                      mean_images=min(trainer.mean_sample, len(trainer.train_rows)),
+                      after=trainer.after_epochs)
     if steps < 1:
         raise BudgetError(
             f"training.max_minutes: {budget:g} minutes leave no time to train on this machine "
             f"({seconds_left:.0f} s left after loading the catalog, {costs.step:.2f} s per step); "
             "raise it, or remove it to train every epoch")
     result = Plan(steps, steps_per_epoch, budget, round(costs.step, 3))
-    log.info("time budget %g min: %.2f s per step, %.1f s per validation; training %d steps "
-             "(%.2f of %d epochs)", budget, costs.step, len(trainer.val_rows) * costs.per_image,
-             steps, steps / steps_per_epoch, epochs)
+    log.info("time budget %g min: %.2f s per step, %.1f s per validation, %.0f s after the "
+             "epochs; training %d steps (%.2f of %d epochs)", budget, costs.step,
+             len(trainer.val_rows) * costs.per_image, trainer.after_epochs, steps,
+             steps / steps_per_epoch, epochs)
     return result
 
 
@@ -138,7 +145,8 @@ def replan_after_epoch(trainer, epochs_done: int, train_seconds: float, val_seco
     costs = Costs(step=step_seconds, per_image=val_seconds / max(1, len(trainer.val_rows)))
     rest = fit_steps(trainer.max_epochs * plan.steps_per_epoch - done, plan.steps_per_epoch,
                      seconds_left, costs, val_images=len(trainer.val_rows),
-                     mean_images=min(trainer.mean_sample, len(trainer.train_rows)))
+                     mean_images=min(trainer.mean_sample, len(trainer.train_rows)),
+                     after=trainer.after_epochs)
     if done + rest == plan.steps:
         return
     log.info("time budget: epoch %d ran at %.2f s per step (planned %.2f); training %d steps "

@@ -24,7 +24,7 @@ def build_model(meta: CheckpointMeta) -> MultiTaskNet:
     preprocess = Preprocess.from_dict(meta.preprocess)
     classes = {task: len(names) for task, names in meta.tasks.items()}
     return MultiTaskNet(meta.backbone, classes, meta.embedding_dim, meta.head_type,
-                        preprocess.mean, preprocess.std, meta.head_scale)
+                        preprocess.mean, preprocess.std, meta.head_scale, meta.neck_hidden)
 
 
 def save_checkpoint(path: Path, model: MultiTaskNet, meta: dict) -> None:
@@ -68,6 +68,7 @@ def check_config_matches(config: AppConfig, meta: CheckpointMeta | dict, path: P
         "model.trim_border": (config.model.trim_border, meta.trim_border),
         "model.layer_to_get_input": (config.model.layer_to_get_input, meta.layer_to_get_input),
         "model.embedding_dim": (config.model.embedding_dim, meta.embedding_dim),
+        "model.neck_hidden": (config.model.neck_hidden, meta.neck_hidden),
         "model.head_type": (config.model.head_type, meta.head_type),
         "model.head_scale": (config.model.head_scale, meta.head_scale),
         "model.pretrained_weights": (config.model.pretrained_weights, meta.pretrained_weights),

@@ -57,6 +57,9 @@ class Encoder:
         mean = self.checkpoint.vector_mean
         self.vector_mean = torch.tensor(mean, dtype=torch.float32, device=self.device) \
             if mean else None
+        scale = self.checkpoint.vector_scale
+        self.vector_scale = torch.tensor(scale, dtype=torch.float32, device=self.device) \
+            if scale else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -94,6 +97,8 @@ class Encoder:
             vectors = self.hook.vector.float()
             if self.vector_mean is not None:
                 vectors = vectors - self.vector_mean
+            if self.vector_scale is not None:  # a two-path neck's halves, weighted for search
+                vectors = vectors * self.vector_scale
             vectors = torch.nn.functional.normalize(vectors, dim=1)
         probabilities = {task: torch.softmax(value.float(), dim=1).cpu().numpy()
                          for task, value in logits.items()}

@@ -48,22 +48,63 @@ class MultiTaskNet(nn.Module):
     """uint8 images in, logits per task out; the vector is the input of `heads`."""
 
     def __init__(self, backbone: str, classes_per_task: dict[str, int], embedding_dim: int,
-                 head_type: str, mean: tuple, std: tuple, head_scale: float = 16.0) -> None:
+                 head_type: str, mean: tuple, std: tuple, head_scale: float = 16.0,
+                 neck_hidden: int = 0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
         self.backbone, feature_dim = build_backbone(backbone)
-        if embedding_dim:
-            self.embedding = nn.Sequential(nn.Linear(feature_dim, embedding_dim),
-                                           nn.BatchNorm1d(embedding_dim))
-        else:
-            self.embedding = nn.Identity()
-        self.heads = TaskHeads(embedding_dim or feature_dim, classes_per_task, head_type,
-                               head_scale)
+        self.feature_dim = feature_dim
+        self.embedding = build_embedding(feature_dim, embedding_dim, neck_hidden)
+        self.heads = TaskHeads(vector_width(embedding_dim, neck_hidden, feature_dim),
+                               classes_per_task, head_type, head_scale)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         normalized = (images.float() - self.mean) / self.std
         return self.heads(self.embedding(self.backbone(normalized)))
+
+
+def build_embedding(feature_dim: int, embedding_dim: int, hidden: int = 0) -> nn.Module:
+    """The layers between the backbone and the heads (the neck): none, one linear layer, or,
+    with `hidden` (`model.neck_hidden`), a `TwoPathNeck`."""
+    if not embedding_dim:
+        return nn.Identity()
+    if hidden:
+        return TwoPathNeck(feature_dim, embedding_dim, hidden)
+    return linear_neck(feature_dim, embedding_dim)
+
+
+def linear_neck(feature_dim: int, embedding_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(feature_dim, embedding_dim), nn.BatchNorm1d(embedding_dim))
+
+
+class TwoPathNeck(nn.Module):
+    """A product vector of two unit-length halves: a linear projection of the backbone's
+    features, trained with the backbone, and a two-layer MLP's, fitted on the frozen features
+    afterwards (`vectorizer.neck`). The linear half keeps what tells one product from another
+    (a photo still finds its own product); the MLP half sharpens the classes. Until the MLP is
+    fitted its half is zeros (the cosine heads then read the linear half alone)."""
+
+    def __init__(self, feature_dim: int, embedding_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = linear_neck(feature_dim, embedding_dim)
+        self.mlp = nn.Sequential(nn.Linear(feature_dim, hidden), nn.BatchNorm1d(hidden),
+                                 nn.ReLU(), linear_neck(hidden, embedding_dim))
+        self.register_buffer("mlp_fitted", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        linear = functional.normalize(self.linear(features), dim=1)
+        mlp = functional.normalize(self.mlp(features), dim=1) if self.mlp_fitted \
+            else torch.zeros_like(linear)
+        return torch.cat([linear, mlp], dim=1)
+
+
+def vector_width(embedding_dim: int, neck_hidden: int, feature_dim: int) -> int:
+    """The product vector's width: the embedding, twice it with a two-path neck, or the
+    backbone's own features without an embedding layer."""
+    if not embedding_dim:
+        return feature_dim
+    return 2 * embedding_dim if neck_hidden else embedding_dim
 
 
 def module_key(task: str) -> str:

@@ -36,6 +36,7 @@ from vectorizer.device import (
 from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
 from vectorizer.model import ModelError, MultiTaskNet, freeze_stages, pad_small_depthwise_maps
+from vectorizer.neck import fit_mlp_half
 from vectorizer.preprocess import Preprocess
 from vectorizer.pretrained import PretrainedError, load_into, normalisation
 
@@ -51,6 +52,7 @@ def model_identity(config: AppConfig, items: pd.DataFrame) -> dict:
         "backbone": config.model.backbone,
         "input_size": config.model.input_size,
         "embedding_dim": config.model.embedding_dim,
+        **({"neck_hidden": config.model.neck_hidden} if config.model.neck_hidden else {}),
         "head_type": config.model.head_type,
         **({"head_scale": config.model.head_scale} if config.model.head_scale != 16.0 else {}),
         **({"trim_border": True} if config.model.trim_border else {}),  # older models lack it
@@ -71,6 +73,7 @@ class Trainer:
     """Holds the data, the model and the optimiser for one training run."""
 
     mean_sample = MEAN_SAMPLE
+    after_epochs = 0.0  # seconds the time budget keeps for the neck's fit (vectorizer.budget)
 
     def __init__(self, config: AppConfig, items: pd.DataFrame, epochs: int, progress: bool):
         self.config, self.items, self.max_epochs, self.progress = config, items, epochs, progress
@@ -92,7 +95,8 @@ class Trainer:
         self.model = MultiTaskNet(
             config.model.backbone, {task: len(names) for task, names in self.classes.items()},
             config.model.embedding_dim, config.model.head_type,
-            self.preprocess.mean, self.preprocess.std, config.model.head_scale)
+            self.preprocess.mean, self.preprocess.std, config.model.head_scale,
+            config.model.neck_hidden)
         self.init_note = load_into(self.model.backbone, config.model.backbone,
                                    config.model.pretrained_weights)
         self.frozen = freeze_stages(self.model.backbone, training.freeze_stages)
@@ -140,9 +144,11 @@ class Trainer:
         return torch.tensor([row for row, item_id in enumerate(self.items["id"])
                              if item_id in wanted], dtype=torch.long)
 
-    def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: dict[str, torch.Tensor], targets: torch.Tensor,
+             weights: list[float] | None = None) -> torch.Tensor:
         total = torch.zeros((), device=self.device)
-        for column, (task, weight) in enumerate(zip(self.classes, self.weights, strict=True)):
+        for column, (task, weight) in enumerate(zip(self.classes, weights or self.weights,
+                                                     strict=True)):
             target = targets[:, column]
             if (target >= 0).any():
                 total = total + weight * functional.cross_entropy(
@@ -204,6 +210,7 @@ class Trainer:
             "backbone": self.config.model.backbone,
             "preprocess": self.preprocess.to_dict(),
             "embedding_dim": self.config.model.embedding_dim,
+            "neck_hidden": self.config.model.neck_hidden,
             "head_type": self.config.model.head_type,
             "head_scale": self.config.model.head_scale,
             "layer_to_get_input": self.config.model.layer_to_get_input,
@@ -299,6 +306,8 @@ def train(config: AppConfig, *, epochs: int | None = None, limit: int | None = N
             save_checkpoint(model_path, trainer.model, {**trainer.meta(history), "best": record})
         save_resume(resume_path(model_path), trainer, epoch + 1, history, best)
         epoch += 1
+    if config.model.neck_hidden:
+        fit_mlp_half(trainer, model_path)
     resume_path(model_path).unlink(missing_ok=True)
     return add_vector_mean(model_path, trainer.images, trainer.train_rows)
 
