@@ -42,7 +42,7 @@ class CheckpointMeta(Record):
     backbone: str
     preprocess: dict[str, Any]
     embedding_dim: int
-    neck_hidden: int = 0  # an MLP neck's hidden width; 0 (and older checkpoints): one linear layer
+    neck_hidden: int = 0  # a two-path neck's MLP width; 0 (and older checkpoints): one linear layer
     head_type: str
     head_scale: float = 16.0  # checkpoints before the key was added were trained with 16
     layer_to_get_input: str
