@@ -2,6 +2,7 @@
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from config import load_config
 from tests.fixtures_demo import write_demo_config
 from vectorizer import budget
 from vectorizer import train as training
-from vectorizer.budget import BudgetError, Costs, Plan, fit_steps
+from vectorizer.budget import BudgetError, Costs, Plan, fit_steps, replan_after_epoch
+from vectorizer.neck import NeckCost
 
 
 def test_every_step_when_the_time_allows():
@@ -137,3 +139,26 @@ def test_a_run_ahead_of_its_plan_takes_more_steps_up_to_every_epoch(demo_env, tm
     meta = training.train(config, limit=96, progress=False)
     assert seen == [2, 4, 4, 4]
     assert meta["plan"]["steps"] == 4 and meta["plan"]["initial_steps"] == 2
+
+
+def test_the_necks_feature_pass_is_recosted_at_the_validations_pace():
+    """The neck embeds 10,000 images after the epochs; the plan costed them at the timed eval
+    batch's pace. When validation then runs 10x faster than that, the neck's time shrinks with
+    it and the freed time goes to steps (one noisy eval timing once cost a whole epoch)."""
+    def after_first_epoch(val_seconds):
+        scheduled = []
+        trainer = SimpleNamespace(
+            plan=Plan(30, 10, max_minutes=30, step_seconds=1.0), max_epochs=4, mean_sample=0,
+            train_rows=list(range(1000)), val_rows=list(range(100)),
+            neck_cost=NeckCost(images=10_000, fit_seconds=10.0),
+            schedule=lambda plan, done_steps: scheduled.append(plan.steps))
+        # the epoch ran on pace (10 steps in 10 s); 150 s left x SAFETY 0.95 - 10 s final
+        replan_after_epoch(trainer, 1, train_seconds=10.0, val_seconds=val_seconds,
+                           seconds_left=150.0)
+        return scheduled
+
+    # validation at 0.01 s per image: the neck 110 s, two more epochs (10 steps + 1 s each)
+    # fit in the 22.5 s left: the plan of 30 steps stands
+    assert after_first_epoch(val_seconds=1.0) == []
+    # at 0.001 s per image: the neck 20 s, and every remaining epoch fits
+    assert after_first_epoch(val_seconds=0.1) == [40]

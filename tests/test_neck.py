@@ -13,7 +13,7 @@ from vectorizer.budget import Costs, fit_steps
 from vectorizer.checkpoint import check_config_matches, load_checkpoint
 from vectorizer.encoder import Encoder
 from vectorizer.model import MultiTaskNet, TwoPathNeck, VectorHook
-from vectorizer.neck import neck_seconds, neck_weights, refit_neck, reset_fitted
+from vectorizer.neck import NeckCost, neck_cost, neck_weights, refit_neck, reset_fitted
 from vectorizer.preprocess import Preprocess
 
 NECK = {"model__embedding_dim": 8, "model__neck_hidden": 16, "training__neck_epochs": 3}
@@ -138,9 +138,10 @@ def test_the_budget_keeps_time_for_the_neck(demo_env, tmp_path):
                      mean_images=200, after=22.0) == kept - 20  # two epochs of 10 s + 1 s
     config = neck_config(tmp_path, demo_env)
     trainer = training.Trainer(config, training.load_catalog(config).head(96), 1, False)
-    images = len(trainer.train_rows) + len(trainer.val_rows)  # their features, validation after
-    assert neck_seconds(trainer, per_image=0.01) > images * 0.01
+    cost = neck_cost(trainer)  # their features, validation after, and the fit's timed epochs
+    assert cost.images == len(trainer.train_rows) + len(trainer.val_rows)
+    assert cost.fit_seconds > 0 and cost.seconds(per_image=0.01) > cost.images * 0.01
     plain = neck_config(tmp_path, demo_env, "plain", model__neck_hidden=0,
                         training__neck_epochs=0)
     trainer = training.Trainer(plain, training.load_catalog(plain).head(96), 1, False)
-    assert neck_seconds(trainer, per_image=0.01) == 0.0
+    assert neck_cost(trainer) == NeckCost() and NeckCost().seconds(per_image=0.01) == 0.0

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from vectorizer.neck import neck_seconds
+from vectorizer.neck import neck_cost
 
 log = logging.getLogger(__name__)
 SAFETY = 0.95          # plan to end this share of the way into the time left
@@ -96,6 +96,7 @@ def measure_costs(trainer, steps: int = TIMED_STEPS) -> Costs:
         trainer.step(model, optimizer, picked, generator)
         seconds.append(time.perf_counter() - began)
     eval_rows = rows[:min(len(rows), 2 * batch_size)]
+    trainer.predict(model, eval_rows[:batch_size])  # the first eval pass builds its kernels
     began = time.perf_counter()
     trainer.predict(model, eval_rows)
     per_image = (time.perf_counter() - began) / max(1, len(eval_rows))
@@ -111,12 +112,12 @@ def plan_run(trainer, deadline: float | None) -> Plan:
         return Plan(epochs * steps_per_epoch, steps_per_epoch)
     with torch.random.fork_rng(devices=[]):  # dropout in the copy must not move the run's RNG
         costs = measure_costs(trainer)
-        trainer.after_epochs = neck_seconds(trainer, costs.per_image)
+        trainer.neck_cost = neck_cost(trainer)
     seconds_left = deadline - time.monotonic()
     steps = fit_steps(epochs * steps_per_epoch, steps_per_epoch, seconds_left, costs,
                       val_images=len(trainer.val_rows),
                       mean_images=min(trainer.mean_sample, len(trainer.train_rows)),
-                      after=trainer.after_epochs)
+                      after=trainer.neck_cost.seconds(costs.per_image))
     if steps < 1:
         raise BudgetError(
             f"training.max_minutes: {budget:g} minutes leave no time to train on this machine "
@@ -125,7 +126,8 @@ def plan_run(trainer, deadline: float | None) -> Plan:
     result = Plan(steps, steps_per_epoch, budget, round(costs.step, 3))
     log.info("time budget %g min: %.2f s per step, %.1f s per validation, %.0f s after the "
              "epochs; training %d steps (%.2f of %d epochs)", budget, costs.step,
-             len(trainer.val_rows) * costs.per_image, trainer.after_epochs, steps,
+             len(trainer.val_rows) * costs.per_image, trainer.neck_cost.seconds(costs.per_image),
+             steps,
              steps / steps_per_epoch, epochs)
     return result
 
@@ -135,8 +137,9 @@ def replan_after_epoch(trainer, epochs_done: int, train_seconds: float, val_seco
     """Refit the rest of the run to the pace the epoch just ended ran at: fewer steps when it
     ran slower than planned, more (up to every epoch) when faster, so that the run ends within
     the budget and uses it (this machine's speed drifts by +-10 % within minutes, and the six
-    timed steps often read slower than the epochs run). The one-cycle schedule is refitted to
-    the new total."""
+    timed steps often read slower than the epochs run). Validation and the neck's feature pass
+    are re-costed at the pace the validation ran. The one-cycle schedule is refitted to the new
+    total."""
     plan = trainer.plan
     done = plan.steps_before(epochs_done)
     if plan.max_minutes is None or done >= plan.steps:
@@ -146,7 +149,7 @@ def replan_after_epoch(trainer, epochs_done: int, train_seconds: float, val_seco
     rest = fit_steps(trainer.max_epochs * plan.steps_per_epoch - done, plan.steps_per_epoch,
                      seconds_left, costs, val_images=len(trainer.val_rows),
                      mean_images=min(trainer.mean_sample, len(trainer.train_rows)),
-                     after=trainer.after_epochs)
+                     after=trainer.neck_cost.seconds(costs.per_image))
     if done + rest == plan.steps:
         return
     log.info("time budget: epoch %d ran at %.2f s per step (planned %.2f); training %d steps "

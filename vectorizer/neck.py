@@ -14,6 +14,7 @@ import logging
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -141,11 +142,23 @@ def fit_mlp_half(trainer, model_path: Path) -> None:
         "metrics": {**meta.get("metrics", {}), "val": record["val"]}})
 
 
-def neck_seconds(trainer, per_image: float) -> float:
-    """What `refit_neck` will take: the features pass, the epochs (a few steps timed on a copy
-    of the model), the validation after; 0 without a two-path neck."""
+@dataclass(frozen=True)
+class NeckCost:
+    """What `refit_neck` will take: `images` embedded once (train and validation, at the eval
+    pace the budget measures and re-measures each epoch) and `fit_seconds` for its epochs."""
+
+    images: int = 0
+    fit_seconds: float = 0.0
+
+    def seconds(self, per_image: float) -> float:
+        return self.images * per_image + self.fit_seconds
+
+
+def neck_cost(trainer) -> NeckCost:
+    """The neck's cost, its epochs timed on a few steps of a copy of the model; nothing
+    without a two-path neck."""
     if not isinstance(trainer.model.embedding, TwoPathNeck):
-        return 0.0
+        return NeckCost()
     model = copy.deepcopy(trainer.model)
     optimizer = torch.optim.AdamW(train_fitted(model), lr=1e-9)
     model.embedding.mlp_fitted.fill_(True)
@@ -159,5 +172,5 @@ def neck_seconds(trainer, per_image: float) -> float:
         neck_step(trainer, model, optimizer, features, targets)
         seconds.append(time.perf_counter() - began)
     steps = trainer.config.training.neck_epochs * max(1, len(trainer.train_rows) // NECK_BATCH)
-    images = len(trainer.train_rows) + len(trainer.val_rows)
-    return images * per_image + steps * statistics.median(seconds[1:])
+    return NeckCost(len(trainer.train_rows) + len(trainer.val_rows),
+                    steps * statistics.median(seconds[1:]))

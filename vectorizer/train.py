@@ -36,7 +36,7 @@ from vectorizer.device import (
 from vectorizer.encoder import Encoder
 from vectorizer.labels import catalog_checksum, class_lists, encode_labels, split_ids
 from vectorizer.model import ModelError, MultiTaskNet, freeze_stages, pad_small_depthwise_maps
-from vectorizer.neck import fit_mlp_half
+from vectorizer.neck import NeckCost, fit_mlp_half
 from vectorizer.preprocess import Preprocess
 from vectorizer.pretrained import PretrainedError, load_into, normalisation
 
@@ -73,7 +73,7 @@ class Trainer:
     """Holds the data, the model and the optimiser for one training run."""
 
     mean_sample = MEAN_SAMPLE
-    after_epochs = 0.0  # seconds the time budget keeps for the neck's fit (vectorizer.budget)
+    neck_cost = NeckCost()  # what the time budget keeps for the neck's fit (vectorizer.budget)
 
     def __init__(self, config: AppConfig, items: pd.DataFrame, epochs: int, progress: bool):
         self.config, self.items, self.max_epochs, self.progress = config, items, epochs, progress
