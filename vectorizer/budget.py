@@ -96,7 +96,7 @@ def measure_costs(trainer, steps: int = TIMED_STEPS) -> Costs:
         trainer.step(model, optimizer, picked, generator)
         seconds.append(time.perf_counter() - began)
     eval_rows = rows[:min(len(rows), 2 * batch_size)]
-    trainer.predict(model, eval_rows[:batch_size])  # the first eval pass builds its kernels
+    trainer.predict(model, eval_rows)  # the first pass of a batch shape builds its kernels
     began = time.perf_counter()
     trainer.predict(model, eval_rows)
     per_image = (time.perf_counter() - began) / max(1, len(eval_rows))
