@@ -127,8 +127,7 @@ def plan_run(trainer, deadline: float | None) -> Plan:
     log.info("time budget %g min: %.2f s per step, %.1f s per validation, %.0f s after the "
              "epochs; training %d steps (%.2f of %d epochs)", budget, costs.step,
              len(trainer.val_rows) * costs.per_image, trainer.neck_cost.seconds(costs.per_image),
-             steps,
-             steps / steps_per_epoch, epochs)
+             steps, steps / steps_per_epoch, epochs)
     return result
 
 
